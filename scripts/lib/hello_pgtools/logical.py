@@ -1,0 +1,271 @@
+"""Logical backups: ``pg_dump`` archives in GCS, their names, retention, download and restore.
+
+An archive lives at ``gs://<bucket>/<prefix>/<cluster>/<database>/<UTC timestamp>.dump``,
+the timestamp being when the dump started (``20261128T124238Z``), so names sort by age.
+Every step raises StepFailed naming the step and what to check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StepFailed
+from .gcs import Gcs, GcsError, md5_base64
+from .postgres import (
+    ClientError, Database, archive_entries, database_name, pg_dump_version, quote_identifier, with_database,
+)
+
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_DUMP_NAME = re.compile(r"(\d{8}T\d{6}Z)\.dump$")
+CONTENT_TYPE = "application/vnd.postgresql.custom-dump"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class DumpFolder:
+    """Where one database's dumps live."""
+
+    bucket: str
+    prefix: str
+    cluster: str
+    database: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.prefix.strip('/')}/{self.cluster}/{self.database}/"
+
+    def __str__(self) -> str:
+        return f"gs://{self.bucket}/{self.path}"
+
+    def object_name(self, started: dt.datetime) -> str:
+        return self.path + started.strftime(TIMESTAMP_FORMAT) + ".dump"
+
+
+def dump_time(name: str) -> dt.datetime | None:
+    """The start time encoded in a dump's object name, or None for foreign objects."""
+    match = _DUMP_NAME.search(name)
+    if not match:
+        return None
+    return dt.datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=dt.timezone.utc)
+
+
+def list_dumps(gcs: Gcs, folder: DumpFolder) -> list[dict]:
+    """The dumps in a folder, newest first; objects not named like a dump are ignored."""
+    try:
+        items = gcs.list_objects(folder.bucket, folder.path)
+    except GcsError as error:
+        raise StepFailed(
+            "list", f"cannot list {folder}: {error}",
+            "that the bucket exists and the service account may list it (roles/storage.objectViewer)",
+        ) from error
+    dumps = [item for item in items if item["name"][len(folder.path):].count("/") == 0 and dump_time(item["name"])]
+    return sorted(dumps, key=lambda item: item["name"], reverse=True)
+
+
+def newest_dump(gcs: Gcs, folder: DumpFolder) -> dict:
+    dumps = list_dumps(gcs, folder)
+    if not dumps:
+        raise StepFailed(
+            "find-dump", f"no dump under {folder}",
+            "that the logical backup CronJob ran and wrote to this bucket, cluster and database",
+        )
+    return dumps[0]
+
+
+def prune(gcs: Gcs, folder: DumpFolder, retention_days: int, keep_newest: int, now: dt.datetime) -> list[str]:
+    """Delete dumps older than ``retention_days``, always keeping the ``keep_newest`` newest.
+
+    Returns the deleted object names.
+    """
+    cutoff = now - dt.timedelta(days=retention_days)
+    deleted = []
+    for item in list_dumps(gcs, folder)[keep_newest:]:
+        if dump_time(item["name"]) < cutoff:
+            try:
+                gcs.delete_object(folder.bucket, item["name"])
+            except GcsError as error:
+                raise StepFailed(
+                    "prune", f"cannot delete gs://{folder.bucket}/{item['name']}: {error}",
+                    "that the service account may delete objects (roles/storage.objectUser)",
+                ) from error
+            deleted.append(item["name"])
+    return deleted
+
+
+def _connect(db: Database) -> dict:
+    try:
+        return db.describe()
+    except ClientError as error:
+        raise StepFailed(
+            "connect", f"cannot query {db}: {error}",
+            "the DSN's host, port, user, password and database, and that the server accepts connections",
+        ) from error
+
+
+def _check_bucket(gcs: Gcs, bucket: str) -> None:
+    try:
+        gcs.get_bucket(bucket)
+    except GcsError as error:
+        hint = (
+            f"that bucket {bucket!r} exists" if error.status == 404
+            else "the service account's access to the bucket (Workload Identity binding, roles/storage.objectUser)"
+        )
+        raise StepFailed("bucket", f"cannot reach gs://{bucket}: {error}", hint) from error
+
+
+def verify_archive(archive: Path, described_as: str) -> int:
+    """pg_restore must read the archive's table of contents; return its entry count."""
+    try:
+        entries = archive_entries(archive)
+    except ClientError as error:
+        raise StepFailed(
+            "verify-dump", f"{described_as} is not a readable pg_dump archive (pg_restore --list: {error})",
+            "that the dump was written completely by pg_dump --format=custom; take a new dump",
+        ) from error
+    if entries == 0:
+        raise StepFailed("verify-dump", f"{described_as} has an empty table of contents", "that pg_dump dumped the right database")
+    return entries
+
+
+def backup(
+    gcs: Gcs, db: Database, bucket: str, prefix: str, cluster: str,
+    retention_days: int, keep_newest: int, workdir: Path | None = None,
+) -> dict:
+    """Dump a database, verify the archive, upload it, check what GCS stored, prune old dumps.
+
+    Returns a summary of the backup (object name, size, MD5, timings, pruned objects).
+    """
+    server = _connect(db)
+    _check_bucket(gcs, bucket)
+    folder = DumpFolder(bucket, prefix, cluster, server["database"])
+    started = utc_now()
+    clock = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="pg-dump-", dir=workdir) as tmp:
+        archive = Path(tmp) / "database.dump"
+        try:
+            db.dump(archive)
+        except ClientError as error:
+            raise StepFailed(
+                "dump", f"pg_dump of {db} failed: {error}",
+                "that the user may read every table, and that pg_dump's major version is at least the server's",
+            ) from error
+        entries = verify_archive(archive, f"the new dump of {db}")
+        size = archive.stat().st_size
+        md5 = md5_base64(archive)
+        name = folder.object_name(started)
+        metadata = {
+            "hello-source": str(db),
+            "hello-cluster": cluster,
+            "hello-database": server["database"],
+            "hello-pg-server-version": server["server_version"],
+            "hello-pg-dump-version": pg_dump_version(),
+            "hello-size-bytes": str(size),
+            "hello-md5": md5,
+            "hello-toc-entries": str(entries),
+            "hello-started-at": iso(started),
+        }
+        try:
+            stored = gcs.upload(bucket, name, archive, CONTENT_TYPE, metadata)
+        except GcsError as error:
+            raise StepFailed(
+                "upload", f"cannot upload gs://{bucket}/{name}: {error}",
+                "the network path to GCS and the service account's write access; no object was created",
+            ) from error
+    if stored.get("md5Hash") != md5 or str(stored.get("size")) != str(size):
+        _delete_quietly(gcs, bucket, name)
+        raise StepFailed(
+            "checksum",
+            f"GCS stored gs://{bucket}/{name} with MD5 {stored.get('md5Hash')} and size {stored.get('size')}, "
+            f"the dump has MD5 {md5} and size {size}; the object was deleted",
+            "the network path to GCS and run the backup again",
+        )
+    pruned = prune(gcs, folder, retention_days, keep_newest, started)
+    return {
+        "object": f"gs://{bucket}/{name}",
+        "name": name,
+        "generation": stored.get("generation"),
+        "size_bytes": size,
+        "md5": md5,
+        "toc_entries": entries,
+        "database": server["database"],
+        "server_version": server["server_version"],
+        "started_at": iso(started),
+        "duration_seconds": round(time.monotonic() - clock, 3),
+        "pruned": pruned,
+    }
+
+
+def _delete_quietly(gcs: Gcs, bucket: str, name: str) -> None:
+    try:
+        gcs.delete_object(bucket, name)
+    except GcsError:
+        pass
+
+
+def download(gcs: Gcs, bucket: str, item: dict, destination: Path) -> int:
+    """Download a dump object, compare its MD5 with what GCS reports, read its contents list.
+
+    Returns the archive's table-of-contents entry count.
+    """
+    url = f"gs://{bucket}/{item['name']}"
+    try:
+        received = gcs.download(bucket, item["name"], destination, item.get("generation"))
+    except GcsError as error:
+        raise StepFailed(
+            "download", f"cannot download {url}: {error}",
+            "that the object still exists and the service account may read it (roles/storage.objectViewer)",
+        ) from error
+    if item.get("md5Hash") and received != item["md5Hash"]:
+        raise StepFailed(
+            "checksum", f"downloaded {url} has MD5 {received}, GCS reports {item['md5Hash']}",
+            "the network path to GCS and download again",
+        )
+    return verify_archive(destination, url)
+
+
+def restore(archive: Path, target: Database, described_as: str, jobs: int = 1) -> None:
+    try:
+        target.restore(archive, jobs)
+    except ClientError as error:
+        raise StepFailed(
+            "restore", f"pg_restore of {described_as} into {target} failed: {error}",
+            "that the target database exists and is empty, and that the archive is complete",
+        ) from error
+
+
+def _on_server_of(target: Database, step: str, statement: str, check: str) -> None:
+    """Run ``statement`` (``{name}``: the target's quoted database name) through the
+    'postgres' database of the target's server."""
+    try:
+        name = database_name(target.dsn)
+    except ValueError as error:
+        raise StepFailed(step, str(error), "add the database name to the target DSN") from error
+    maintenance = Database(with_database(target.dsn, "postgres"))
+    try:
+        maintenance.execute(statement.format(name=quote_identifier(name)))
+    except ClientError as error:
+        raise StepFailed(step, f"database {name!r} on {maintenance}: {error}", check) from error
+
+
+def create_database(target: Database) -> None:
+    """Create the database a DSN names."""
+    _on_server_of(target, "create-database", "create database {name}",
+                  "that the user may create databases and that no database of that name exists")
+
+
+def drop_database(target: Database) -> None:
+    """Drop the database a DSN names, if it exists, disconnecting its sessions."""
+    _on_server_of(target, "drop-database", "drop database if exists {name} with (force)",
+                  "that the user owns the database or is a superuser")

@@ -1,0 +1,248 @@
+"""scripts/pg-dump-to-gcs against a real PostgreSQL server and a GCS emulator.
+
+The round trip dumps a seeded database, uploads it, lists, downloads and restores it into a
+database on another server, and compares the data row by row. Every other test provokes one
+failure and checks the exit status, the step named in the message, and that no object that
+looks like a good dump was left behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from conftest import run_script
+
+CLUSTER = "hello-db"
+SEED_USERS = 5000
+
+SCHEMA_AND_DATA = f"""
+create table users (
+    username text primary key,
+    date_of_birth date not null,
+    updated_at timestamp with time zone not null
+);
+insert into users
+select 'user' || n, date '1970-01-01' + (n % 15000), timestamptz '2026-01-01 00:00:00+00' + n * interval '1 minute'
+from generate_series(1, {SEED_USERS}) as n;
+insert into users values ('Zoë ''quoted'' "name"', '2000-02-29', '2026-11-28 12:00:00.123456+00');
+create table seaql_migrations (version varchar not null primary key, applied_at bigint not null);
+insert into seaql_migrations values ('m20260101_000001_create_users', 1767225600);
+create table documents (id bigserial primary key, body jsonb not null, blob bytea);
+insert into documents (body, blob) select jsonb_build_object('n', n, 'tags', jsonb_build_array('a', n)),
+    decode(md5(n::text), 'hex') from generate_series(1, 300) as n;
+"""
+
+
+def rows(database, table: str, order_by: str) -> list[str]:
+    """Every row of a table as text, in a stable order."""
+    return database.psql(f"select t::text from {table} t order by {order_by}").splitlines()
+
+
+def backup(dsn: str, bucket: str, env: dict, *extra: str):
+    return run_script("pg-dump-to-gcs", "backup", "--dsn", dsn, "--bucket", bucket, "--cluster", CLUSTER, *extra, env=env)
+
+
+def object_names(gcs_emulator, bucket: str) -> list[str]:
+    """What the emulator holds, read through google-cloud-storage rather than the script."""
+    return sorted(blob.name for blob in gcs_emulator.client().list_blobs(bucket))
+
+
+@pytest.fixture
+def seeded_database(postgres_database):
+    postgres_database.psql(SCHEMA_AND_DATA)
+    return postgres_database
+
+
+def test_backup_list_download_restore_round_trip(seeded_database, scratch_postgres_server, gcs_emulator, gcs_bucket, tmp_path):
+    env = gcs_emulator.env()
+    done = backup(seeded_database.dsn, gcs_bucket, env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    name = summary["name"]
+    assert name.startswith(f"logical/{CLUSTER}/{seeded_database.name}/") and name.endswith("Z.dump")
+    assert summary["toc_entries"] > 5
+
+    blob = gcs_emulator.client().bucket(gcs_bucket).get_blob(name)
+    assert blob.md5_hash == summary["md5"]
+    assert blob.size == summary["size_bytes"]
+    assert blob.metadata["hello-database"] == seeded_database.name
+    assert blob.metadata["hello-cluster"] == CLUSTER
+    assert blob.metadata["hello-pg-server-version"].startswith("15")
+    assert blob.metadata["hello-size-bytes"] == str(summary["size_bytes"])
+    assert "***" in blob.metadata["hello-source"] and "drill-superuser-password" not in blob.metadata["hello-source"]
+    print(f"\nlogical dump of {SEED_USERS + 1} users: {summary['size_bytes']} bytes in {summary['duration_seconds']}s")
+
+    where = ["--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name]
+    listed = run_script("pg-dump-to-gcs", "list", *where, "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [item["name"] for item in json.loads(listed.stdout)] == [name]
+
+    output = tmp_path / "downloaded.dump"
+    fetched = run_script("pg-dump-to-gcs", "download", *where, "--output", str(output), env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    assert output.stat().st_size == summary["size_bytes"]
+
+    target = "restored_" + uuid.uuid4().hex[:8]
+    restored = run_script(
+        "pg-dump-to-gcs", "restore", *where, "--target-dsn", scratch_postgres_server.dsn(target), "--create-database",
+        env=env,
+    )
+    assert restored.returncode == 0, restored.stderr
+    try:
+        from conftest import TestDatabase
+
+        copy = TestDatabase(scratch_postgres_server, target)
+        for table, order in (("users", "username"), ("seaql_migrations", "version"), ("documents", "id")):
+            original = rows(seeded_database, table, order)
+            assert original, f"the seed left {table} empty"
+            assert rows(copy, table, order) == original, f"{table} differs after the restore"
+        # The sequence continues where the original stopped.
+        assert copy.psql("select nextval('documents_id_seq')") == seeded_database.psql("select nextval('documents_id_seq')")
+    finally:
+        scratch_postgres_server.drop_database(target)
+
+
+def test_wrong_password_fails_at_connect_and_uploads_nothing(postgres_database, postgres_server, gcs_emulator, gcs_bucket):
+    dsn = postgres_server.dsn(postgres_database.name, password="not-the-password")
+    done = backup(dsn, gcs_bucket, gcs_emulator.env())
+    assert done.returncode == 1
+    assert "connect failed" in done.stderr and "password authentication failed" in done.stderr
+    assert "not-the-password" not in done.stderr, "the message must not print the password"
+    assert object_names(gcs_emulator, gcs_bucket) == []
+
+
+def test_wrong_port_fails_at_connect(postgres_database, gcs_emulator, gcs_bucket):
+    from conftest import free_port
+
+    dsn = f"postgresql://postgres:x@127.0.0.1:{free_port()}/{postgres_database.name}"
+    done = backup(dsn, gcs_bucket, gcs_emulator.env())
+    assert done.returncode == 1
+    assert done.stderr.startswith("pg-dump-to-gcs: connect failed") and "Connection refused" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, "one line, not a traceback"
+
+
+def test_database_that_does_not_exist_fails_at_connect(postgres_server, gcs_emulator, gcs_bucket):
+    done = backup(postgres_server.dsn("no_such_database"), gcs_bucket, gcs_emulator.env())
+    assert done.returncode == 1
+    assert "connect failed" in done.stderr and '"no_such_database" does not exist' in done.stderr
+
+
+def test_missing_bucket_fails_before_dumping(seeded_database, gcs_emulator):
+    done = backup(seeded_database.dsn, "no-such-bucket", gcs_emulator.env())
+    assert done.returncode == 1
+    assert "bucket failed" in done.stderr and "no-such-bucket" in done.stderr and "exists" in done.stderr
+
+
+def test_unreachable_storage_fails_at_bucket(seeded_database):
+    from conftest import free_port
+
+    done = backup(seeded_database.dsn, "any", {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}"})
+    assert done.returncode == 1
+    assert "bucket failed" in done.stderr and "no answer from" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("fault", "offset", "reason"),
+    [
+        pytest.param("cut_after", 20_000, "no object was created", id="connection-cut-mid-upload"),
+        pytest.param("flip_at", 10_000, "MD5", id="byte-altered-in-transit"),
+    ],
+)
+def test_a_damaged_upload_leaves_no_object(seeded_database, gcs_emulator, gcs_bucket, tcp_proxy, fault, offset, reason):
+    proxy = tcp_proxy(gcs_emulator.port, **{fault: offset})
+    done = backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env(proxy.port))
+    assert proxy.faults == 1, "the proxy never damaged an upload"
+    assert done.returncode == 1
+    assert "upload failed" in done.stderr and reason in done.stderr
+    assert object_names(gcs_emulator, gcs_bucket) == []
+
+
+def _put_fake_dump(gcs_emulator, bucket: str, database: str, started: dt.datetime, body: bytes = b"old") -> str:
+    name = f"logical/{CLUSTER}/{database}/{started:%Y%m%dT%H%M%SZ}.dump"
+    gcs_emulator.client().bucket(bucket).blob(name).upload_from_string(body)
+    return name
+
+
+def test_retention_deletes_old_dumps_but_keeps_the_newest(seeded_database, gcs_emulator, gcs_bucket):
+    now = dt.datetime.now(dt.timezone.utc)
+    old = [_put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, now - dt.timedelta(days=days)) for days in (40, 50, 60)]
+    recent = _put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, now - dt.timedelta(days=2))
+    foreign = f"logical/{CLUSTER}/{seeded_database.name}/notes.txt"
+    gcs_emulator.client().bucket(gcs_bucket).blob(foreign).upload_from_string(b"kept")
+
+    done = backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env(), "--retention-days", "30", "--keep-newest", "3")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    # Newest three: the new dump, the 2-day-old one, and the 40-day-old one (kept by count).
+    assert sorted(summary["pruned"]) == sorted(old[1:])
+    assert object_names(gcs_emulator, gcs_bucket) == sorted([summary["name"], recent, old[0], foreign])
+
+
+def test_retention_never_deletes_the_newest_even_when_all_are_old(seeded_database, gcs_emulator, gcs_bucket):
+    now = dt.datetime.now(dt.timezone.utc)
+    names = [_put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, now - dt.timedelta(days=days)) for days in (100, 200)]
+    where = ["--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name]
+    done = run_script("pg-dump-to-gcs", "prune", *where, "--retention-days", "1", "--keep-newest", "1", env=gcs_emulator.env())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["pruned"] == [names[1]]
+    assert object_names(gcs_emulator, gcs_bucket) == [names[0]]
+
+
+def test_restore_refuses_a_corrupted_newest_dump(seeded_database, scratch_postgres_server, gcs_emulator, gcs_bucket):
+    assert backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env()).returncode == 0
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    corrupted = _put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, later, b"PGDMP but not really")
+    target = "never_" + uuid.uuid4().hex[:8]
+    done = run_script(
+        "pg-dump-to-gcs", "restore", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name,
+        "--target-dsn", scratch_postgres_server.dsn(target), "--create-database", env=gcs_emulator.env(),
+    )
+    assert done.returncode == 1
+    assert "verify-dump failed" in done.stderr and corrupted in done.stderr
+    assert target not in scratch_postgres_server.psql("select datname from pg_database"), "nothing restored"
+
+
+def test_restore_into_a_database_that_is_not_empty_fails(seeded_database, gcs_emulator, gcs_bucket):
+    assert backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env()).returncode == 0
+    done = run_script(
+        "pg-dump-to-gcs", "restore", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name,
+        "--target-dsn", seeded_database.dsn, env=gcs_emulator.env(),
+    )
+    assert done.returncode == 1
+    assert "restore failed" in done.stderr and "already exists" in done.stderr
+
+
+def test_restore_with_no_dump_names_the_folder(scratch_postgres_server, gcs_emulator, gcs_bucket):
+    done = run_script(
+        "pg-dump-to-gcs", "restore", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", "app",
+        "--target-dsn", scratch_postgres_server.dsn("x"), env=gcs_emulator.env(),
+    )
+    assert done.returncode == 1
+    assert f"find-dump failed: no dump under gs://{gcs_bucket}/logical/{CLUSTER}/app/" in done.stderr
+
+
+def test_download_of_a_missing_object_fails(gcs_emulator, gcs_bucket, tmp_path):
+    done = run_script(
+        "pg-dump-to-gcs", "download", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--object", "logical/nope.dump",
+        "--output", str(tmp_path / "x.dump"), env=gcs_emulator.env(),
+    )
+    assert done.returncode == 1
+    assert "find-dump failed" in done.stderr and "HTTP 404" in done.stderr
+
+
+def test_list_of_a_missing_bucket_fails(gcs_emulator):
+    done = run_script("pg-dump-to-gcs", "list", "--bucket", "no-such-bucket", "--cluster", CLUSTER, env=gcs_emulator.env())
+    assert done.returncode == 1
+    assert "list failed" in done.stderr and "HTTP 404" in done.stderr
+
+
+def test_missing_settings_are_named(gcs_emulator):
+    done = run_script("pg-dump-to-gcs", "backup", "--cluster", CLUSTER, env={**gcs_emulator.env(), "DATABASE_URL": "postgresql://x@127.0.0.1/x", "BACKUP_BUCKET": ""})
+    assert done.returncode == 2
+    assert "--bucket is required: pass it or set BACKUP_BUCKET" in done.stderr
+    done = run_script("pg-dump-to-gcs", "backup", "--bucket", "b", "--cluster", CLUSTER, "--dsn", "x", env={"BACKUP_KEEP_NEWEST": "-1"})
+    assert done.returncode == 2
+    assert "BACKUP_KEEP_NEWEST='-1' is not valid" in done.stderr
