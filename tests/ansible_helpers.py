@@ -1,0 +1,67 @@
+"""Runs the repository's real Ansible commands for the tests.
+
+``ansible(tool, *args)`` runs ``.venv/bin/<tool>`` from the repository root (so that the
+repository's ansible.cfg applies) and returns the CompletedProcess (text, captured, no colour).
+``copy_inventory(env, root)`` copies ``inventories/<env>`` to ``root/<env>`` with its link to the
+shared group_vars kept working, so a test can break one variable without touching the real one.
+``write_play(path, tasks_or_roles)`` writes a one-play playbook against ``gke_clusters``.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_LINK = Path("group_vars/all/000_shared")
+
+
+def ansible(tool, *args, env=None):
+    run_env = {
+        **os.environ,
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_DEPRECATION_WARNINGS": "0",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [str(REPO / ".venv" / "bin" / tool), *map(str, args)],
+        cwd=REPO,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def copy_inventory(env, root):
+    source = REPO / "inventories" / env
+    target = Path(root) / env
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True)
+    link = target / SHARED_LINK
+    link.unlink()
+    link.symlink_to(REPO / "group_vars" / "all")
+    return target
+
+
+def edit_vars(path, **changes):
+    """Sets (or, with the value ``...``, removes) top-level variables in a YAML vars file."""
+    path = Path(path)
+    data = yaml.safe_load(path.read_text()) or {}
+    for name, value in changes.items():
+        if value is ...:
+            data.pop(name, None)
+        else:
+            data[name] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def write_play(path, *, roles=(), tasks=(), hosts="gke_clusters"):
+    play = {"name": "Test play", "hosts": hosts, "gather_facts": False}
+    if roles:
+        play["roles"] = list(roles)
+    if tasks:
+        play["tasks"] = list(tasks)
+    Path(path).write_text(yaml.safe_dump([play], sort_keys=False))
+    return Path(path)
