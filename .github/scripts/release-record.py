@@ -1,0 +1,110 @@
+"""What a release workflow reports: the digest the image playbook recorded, and the live slot.
+
+    release-record.py image-digest ENV   print the digest playbooks/image.yml recorded for ENV
+    release-record.py summary ENV        print a Markdown job summary: the released digest
+                                         ($HELLO_IMAGE_DIGEST) and, for every cluster of ENV,
+                                         the slot its Service `hello` selects
+
+The live slot is read from each cluster, the only record of it; the clusters come from
+`ansible-inventory -i inventories/ENV` and the credentials from gcloud (already authenticated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# Where playbooks/image.yml records the digest it pushed (roles/image).
+IMAGE_RECORD = "build/{environment}/image.json"
+SERVICE_NAMESPACE_VARIABLE = "hello_app_namespace"
+DEFAULT_NAMESPACE = "hello"
+
+
+def fail(message: str) -> None:
+    print(f"release-record: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def image_digest(environment: str) -> str:
+    record = ROOT / IMAGE_RECORD.format(environment=environment)
+    if not record.is_file():
+        fail(f"{record.relative_to(ROOT)} is missing: did playbooks/image.yml run for {environment}?")
+    digest = json.loads(record.read_text()).get("digest", "")
+    if not DIGEST.fullmatch(digest):
+        fail(f"{record.relative_to(ROOT)} holds no sha256 digest (found {digest!r})")
+    return digest
+
+
+def clusters(environment: str) -> list[dict]:
+    listing = subprocess.run(
+        [str(VENV_BIN / "ansible-inventory"), "-i", f"inventories/{environment}", "--list"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    inventory = json.loads(listing.stdout)
+    hostvars = inventory.get("_meta", {}).get("hostvars", {})
+    hosts = sorted(set(_group_hosts(inventory, "gke_clusters")))
+    return [dict(hostvars.get(host, {}), inventory_hostname=host) for host in hosts]
+
+
+def _group_hosts(inventory: dict, group: str):
+    entry = inventory.get(group, {})
+    yield from entry.get("hosts", [])
+    for child in entry.get("children", []):
+        yield from _group_hosts(inventory, child)
+
+
+def live_slot(cluster: dict, project: str) -> str:
+    """The slot the Service `hello` selects in one cluster, or why it could not be read."""
+    name, region = cluster.get("gke_cluster_name"), cluster.get("gke_region")
+    context = f"gke_{project}_{region}_{name}"
+    credentials = subprocess.run(
+        ["gcloud", "container", "clusters", "get-credentials", str(name),
+         f"--region={region}", f"--project={project}", "--quiet"],
+        capture_output=True, text=True, check=False,
+    )
+    if credentials.returncode != 0:
+        reason = (credentials.stderr.strip().splitlines() or ["gcloud failed"])[-1]
+        return f"unknown (no credentials: {reason})"
+    namespace = cluster.get(SERVICE_NAMESPACE_VARIABLE, DEFAULT_NAMESPACE)
+    selector = subprocess.run(
+        ["kubectl", "--context", context, "--namespace", namespace, "get", "service", "hello",
+         "--output", "jsonpath={.spec.selector.slot}"],
+        capture_output=True, text=True, check=False,
+    )
+    if selector.returncode != 0 or not selector.stdout.strip():
+        return f"unknown ({selector.stderr.strip() or 'Service hello selects no slot'})"
+    return selector.stdout.strip()
+
+
+def summary(environment: str) -> str:
+    digest = os.environ.get("HELLO_IMAGE_DIGEST", "") or "(none)"
+    lines = [f"## Release to {environment}", "", f"Image digest: `{digest}`", "",
+             "| cluster | region | live slot |", "| --- | --- | --- |"]
+    for cluster in clusters(environment):
+        project = cluster.get("gcp_project", "")
+        lines.append(f"| {cluster.get('gke_cluster_name', cluster['inventory_hostname'])} "
+                     f"| {cluster.get('gke_region', '')} | {live_slot(cluster, project)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(arguments: list[str]) -> int:
+    commands = {"image-digest": image_digest, "summary": summary}
+    if len(arguments) != 2 or arguments[0] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, environment = arguments
+    if not (ROOT / "inventories" / environment).is_dir():
+        fail(f"no inventory inventories/{environment}")
+    print(commands[command](environment))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
