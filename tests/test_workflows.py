@@ -1,0 +1,162 @@
+"""The users' GitHub Actions (.github/) and their check, scripts/check-workflows.
+
+The check runs for real (check-jsonschema, zizmor, validate-manifests) on a copy of the
+repository's .github/ in a scratch tree; each failing case breaks one thing in that copy, so the
+unbroken copy passing proves every failure below comes from its one change.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
+
+
+def load(path: Path) -> dict:
+    # PyYAML reads the key `on` as the boolean True, as YAML 1.1 says.
+    document = yaml.safe_load(path.read_text())
+    document["on"] = document.pop(True, document.get("on"))
+    return document
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """A tree with the check's scripts, the virtualenv and a copy of .github/."""
+    (tmp_path / "scripts").mkdir()
+    for script in ("check-workflows", "validate-manifests"):
+        shutil.copy2(REPO / "scripts" / script, tmp_path / "scripts" / script)
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    shutil.copytree(REPO / ".github", tmp_path / ".github")
+    return tmp_path
+
+
+def check(tree: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(tree / "scripts" / "check-workflows")], capture_output=True, text=True, check=False
+    )
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_the_expected_workflows_exist():
+    assert [path.name for path in WORKFLOWS] == [
+        "ci.yml", "deploy.yml", "e2e-kind.yml", "restore-drill.yml"]
+
+
+def test_the_repository_workflows_pass_the_check(scratch):
+    result = check(scratch)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "schema of 4 workflows" in result.stdout
+    assert "No findings to report" in result.stdout + result.stderr
+
+
+def test_a_schema_error_fails_the_check(scratch):
+    edit(scratch / ".github/workflows/ci.yml", "runs-on: ubuntu-24.04", "runs-onn: ubuntu-24.04")
+    result = check(scratch)
+    assert result.returncode != 0
+    assert "ci.yml" in result.stdout + result.stderr
+
+
+def test_an_action_pinned_to_a_tag_fails_the_check(scratch):
+    edit(scratch / ".github/workflows/e2e-kind.yml",
+         "helm/kind-action@a1b0e391336a6ee6713a0583f8c6240d70863de3 # v1.12.0", "helm/kind-action@v1.12.0")
+    result = check(scratch)
+    assert result.returncode != 0
+    assert "unpinned-uses" in result.stdout + result.stderr
+
+
+def test_an_expression_expanded_into_a_script_fails_the_check(scratch):
+    edit(scratch / ".github/workflows/ci.yml", "run: scripts/test images rust",
+         'run: echo "${{ github.event.pull_request.title }}" && scripts/test images rust')
+    result = check(scratch)
+    assert result.returncode != 0
+    assert "template-injection" in result.stdout + result.stderr
+
+
+def test_an_invalid_kubernetes_object_fails_the_check(scratch):
+    edit(scratch / ".github/kind/load-generator.yml", "restartPolicy: Never", "restartPolicyy: Never")
+    result = check(scratch)
+    assert result.returncode != 0
+    assert "hello-load-generator" in result.stdout + result.stderr
+
+
+def test_no_workflow_at_all_fails_the_check(scratch):
+    shutil.rmtree(scratch / ".github" / "workflows")
+    result = check(scratch)
+    assert result.returncode == 1
+    assert "no workflow found" in result.stderr
+
+
+@pytest.mark.parametrize("path", WORKFLOWS + [REPO / ".github/actions/python-tooling/action.yml"],
+                         ids=lambda path: path.name)
+def test_every_action_is_pinned_to_a_commit_with_its_version(path):
+    uses = re.findall(r"uses:\s*(\S+(?: # \S+)?)", path.read_text())
+    assert uses, f"{path.name} uses no action"
+    for reference in uses:
+        assert reference.startswith("./") or PINNED.match(reference), reference
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda path: path.name)
+def test_every_job_asks_for_its_own_permissions_and_no_workflow_grants_any(path):
+    workflow = load(path)
+    assert workflow["permissions"] == {}
+    for name, job in workflow["jobs"].items():
+        assert job["permissions"].get("contents") == "read", name
+        assert not set(job["permissions"].values()) - {"read", "write"}, name
+
+
+def test_only_the_jobs_that_reach_google_cloud_may_request_an_oidc_token():
+    token_jobs = {
+        (path.name, name)
+        for path in WORKFLOWS
+        for name, job in load(path)["jobs"].items()
+        if job["permissions"].get("id-token") == "write"
+    }
+    assert token_jobs == {("deploy.yml", "deploy"), ("restore-drill.yml", "drill")}
+
+
+@pytest.mark.parametrize("name", ["deploy.yml", "restore-drill.yml"])
+def test_google_cloud_is_reached_through_workload_identity_federation_only(name):
+    text = (REPO / ".github/workflows" / name).read_text()
+    assert "workload_identity_provider: ${{ vars.GCP_WORKLOAD_IDENTITY_PROVIDER }}" in text
+    assert "service_account: ${{ vars.GCP_SERVICE_ACCOUNT }}" in text
+    assert "credentials_json" not in text and "secrets." not in text
+
+
+def test_deploy_offers_both_environments_one_release_at_a_time():
+    workflow = load(REPO / ".github/workflows/deploy.yml")
+    choice = workflow["on"]["workflow_dispatch"]["inputs"]["environment"]
+    assert choice["type"] == "choice" and choice["options"] == ["staging", "production"]
+    assert workflow["concurrency"] == {
+        "group": "deploy-${{ inputs.environment }}", "cancel-in-progress": False}
+    assert workflow["jobs"]["deploy"]["environment"] == "${{ inputs.environment }}"
+
+
+def test_the_restore_drill_runs_weekly_and_keeps_its_report():
+    workflow = load(REPO / ".github/workflows/restore-drill.yml")
+    (schedule,) = workflow["on"]["schedule"]
+    minute, hour, day_of_month, month, day_of_week = schedule["cron"].split()
+    assert (day_of_month, month) == ("*", "*") and day_of_week.isdigit()
+    upload = [step for step in workflow["jobs"]["drill"]["steps"]
+              if step.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload and upload[0]["if"] == "always()"
+    assert upload[0]["with"]["if-no-files-found"] == "error"
+
+
+def test_ci_runs_the_repository_test_stages():
+    steps = [step.get("run", "") for job in load(REPO / ".github/workflows/ci.yml")["jobs"].values()
+             for step in job["steps"]]
+    assert "scripts/test images rust" in steps
+    assert "scripts/test bootstrap ansible diagrams workflows python" in steps
