@@ -62,34 +62,26 @@ def test_the_repository_workflows_pass_the_check(scratch):
     assert "No findings to report" in result.stdout + result.stderr
 
 
-def test_a_schema_error_fails_the_check(scratch):
-    edit(scratch / ".github/workflows/ci.yml", "runs-on: ubuntu-24.04", "runs-onn: ubuntu-24.04")
+@pytest.mark.parametrize(
+    ("path", "old", "new", "reported"),
+    [
+        pytest.param("workflows/ci.yml", "runs-on: ubuntu-24.04", "runs-onn: ubuntu-24.04", "ci.yml",
+                     id="schema error"),
+        pytest.param("workflows/e2e-kind.yml",
+                     "helm/kind-action@a1b0e391336a6ee6713a0583f8c6240d70863de3 # v1.12.0",
+                     "helm/kind-action@v1.12.0", "unpinned-uses", id="action pinned to a tag"),
+        pytest.param("workflows/ci.yml", "run: scripts/test images rust",
+                     'run: echo "${{ github.event.pull_request.title }}" && scripts/test images rust',
+                     "template-injection", id="expression expanded into a script"),
+        pytest.param("kind/load-generator.yml", "restartPolicy: Never", "restartPolicyy: Never",
+                     "hello-load-generator", id="invalid Kubernetes object"),
+    ],
+)
+def test_one_broken_thing_fails_the_check(scratch, path, old, new, reported):
+    edit(scratch / ".github" / path, old, new)
     result = check(scratch)
     assert result.returncode != 0
-    assert "ci.yml" in result.stdout + result.stderr
-
-
-def test_an_action_pinned_to_a_tag_fails_the_check(scratch):
-    edit(scratch / ".github/workflows/e2e-kind.yml",
-         "helm/kind-action@a1b0e391336a6ee6713a0583f8c6240d70863de3 # v1.12.0", "helm/kind-action@v1.12.0")
-    result = check(scratch)
-    assert result.returncode != 0
-    assert "unpinned-uses" in result.stdout + result.stderr
-
-
-def test_an_expression_expanded_into_a_script_fails_the_check(scratch):
-    edit(scratch / ".github/workflows/ci.yml", "run: scripts/test images rust",
-         'run: echo "${{ github.event.pull_request.title }}" && scripts/test images rust')
-    result = check(scratch)
-    assert result.returncode != 0
-    assert "template-injection" in result.stdout + result.stderr
-
-
-def test_an_invalid_kubernetes_object_fails_the_check(scratch):
-    edit(scratch / ".github/kind/load-generator.yml", "restartPolicy: Never", "restartPolicyy: Never")
-    result = check(scratch)
-    assert result.returncode != 0
-    assert "hello-load-generator" in result.stdout + result.stderr
+    assert reported in result.stdout + result.stderr
 
 
 def test_no_workflow_at_all_fails_the_check(scratch):
