@@ -125,6 +125,8 @@ def test_google_cloud_is_reached_through_workload_identity_federation_only(name)
     assert "workload_identity_provider: ${{ vars.GCP_WORKLOAD_IDENTITY_PROVIDER }}" in text
     assert "service_account: ${{ vars.GCP_SERVICE_ACCOUNT }}" in text
     assert "credentials_json" not in text and "secrets." not in text
+    # No cache another workflow could have written is restored into a job holding credentials.
+    assert 'cache: "false"' in text
 
 
 def test_deploy_offers_both_environments_one_release_at_a_time():
