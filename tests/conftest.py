@@ -124,41 +124,64 @@ class PostgresServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_postgres_server() -> PostgresServer:
-    """initdb and start a new server in a temporary directory; the caller stops it."""
+def _new_server_directory() -> tuple[Path, list[str]]:
+    """A temporary directory the server's account owns, and the prefix that runs as it."""
     if not (PG_BINDIR / "initdb").exists():
         pytest.fail(f"no PostgreSQL server binaries in {PG_BINDIR}: run scripts/bootstrap or set HELLO_PG_BINDIR")
     directory = Path(tempfile.mkdtemp(prefix="hello-pg-"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:
-        # initdb refuses to run as root.
-        account = pwd.getpwnam("postgres")
-        os.chown(directory, account.pw_uid, account.pw_gid)
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    pwfile = directory / "pwfile"
-    pwfile.write_text(SUPERUSER_PASSWORD + "\n")
-    if as_postgres:
-        os.chown(pwfile, account.pw_uid, account.pw_gid)
-    data = directory / "data"
-    subprocess.run(
-        [*as_postgres, str(PG_BINDIR / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-         "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"],
-        check=True, capture_output=True,
-    )
+    if os.geteuid() != 0:
+        return directory, []
+    # initdb refuses to run as root.
+    account = pwd.getpwnam("postgres")
+    os.chown(directory, account.pw_uid, account.pw_gid)
+    return directory, ["runuser", "-u", "postgres", "--"]
+
+
+def _start(directory: Path, as_postgres: list[str]) -> PostgresServer:
     port = free_port()
     options = (f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={directory} "
                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
     started = subprocess.run(
-        [*as_postgres, str(PG_BINDIR / "pg_ctl"), "start", "-D", str(data), "-w", "-t", "60",
+        [*as_postgres, str(PG_BINDIR / "pg_ctl"), "start", "-D", str(directory / "data"), "-w", "-t", "60",
          "-l", str(directory / "server.log"), "-o", options],
         capture_output=True, text=True, check=False,
     )
     server = PostgresServer(port, directory, _as_postgres=as_postgres)
     if started.returncode != 0:
-        log = (directory / "server.log").read_text(errors="replace") if (directory / "server.log").exists() else ""
+        log = directory / "server.log"
+        details = log.read_text(errors="replace") if log.exists() else ""
         server.stop()
-        pytest.fail(f"PostgreSQL did not start: {started.stderr}\n{log}")
+        pytest.fail(f"PostgreSQL did not start: {started.stderr}\n{details}")
     return server
+
+
+def start_postgres_server() -> PostgresServer:
+    """initdb and start a new server in a temporary directory; the caller stops it."""
+    directory, as_postgres = _new_server_directory()
+    pwfile = directory / "pwfile"
+    pwfile.write_text(SUPERUSER_PASSWORD + "\n")
+    if as_postgres:
+        shutil.chown(pwfile, "postgres", "postgres")
+    subprocess.run(
+        [*as_postgres, str(PG_BINDIR / "initdb"), "-D", str(directory / "data"), "-U", "postgres",
+         "--pwfile", str(pwfile), "--auth-local=trust", "--auth-host=scram-sha-256",
+         "--encoding=UTF8", "--locale=C.UTF-8"],
+        check=True, capture_output=True,
+    )
+    return _start(directory, as_postgres)
+
+
+def start_standby(primary: PostgresServer) -> PostgresServer:
+    """A hot standby of ``primary`` (pg_basebackup, streaming): a copy still in recovery.
+    The caller stops it."""
+    directory, as_postgres = _new_server_directory()
+    subprocess.run(
+        [*as_postgres, "env", f"PGPASSWORD={primary.password}", str(PG_BINDIR / "pg_basebackup"),
+         "-h", primary.host, "-p", str(primary.port), "-U", "postgres", "-D", str(directory / "data"),
+         "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast"],
+        check=True, capture_output=True,
+    )
+    return _start(directory, as_postgres)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,6 @@ EXIT_USAGE = 2
 class EnvDefaults:
     """Adds flags whose default comes from an environment variable, and checks them."""
 
-    def __init__(self) -> None:
-        self._required: list[tuple[str, str, str]] = []
-
     def add(
         self,
         parser: argparse.ArgumentParser,
@@ -31,9 +28,10 @@ class EnvDefaults:
         kind: Callable[[str], object] = str,
     ) -> None:
         dest = flag.lstrip("-").replace("-", "_")
-        raw = os.environ.get(env, default)
+        # An empty variable counts as unset, as in a Kubernetes env list.
+        raw = os.environ.get(env) or default
         value = None
-        if raw not in (None, ""):
+        if raw is not None:
             try:
                 value = kind(raw)
             except ValueError:
@@ -41,12 +39,15 @@ class EnvDefaults:
         suffix = f" (env {env}" + (f", default {default}" if default is not None else "") + ")"
         parser.add_argument(flag, dest=dest, default=value, type=kind, help=help + suffix)
         if required:
-            self._required.append((dest, flag, env))
+            # Kept as a default of this (sub)parser, so only the chosen subcommand's
+            # required flags are checked.
+            wanted = parser.get_default("_env_required") or []
+            parser.set_defaults(_env_required=[*wanted, (dest, flag, env)])
 
-    def check(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-        for dest, flag, env in self._required:
-            # Only the chosen subcommand's flags are in the namespace.
-            if hasattr(args, dest) and getattr(args, dest) in (None, ""):
+    @staticmethod
+    def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        for dest, flag, env in getattr(args, "_env_required", None) or []:
+            if getattr(args, dest) in (None, ""):
                 parser.error(f"{flag} is required: pass it or set {env}")
 
 
