@@ -1,0 +1,131 @@
+//! The one error type of the HTTP API. Every error answers a JSON body
+//! `{"error": "<message a person can act on>"}`; 5xx bodies say nothing internal, and their cause
+//! is logged once, inside the request's span.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use sea_orm::{DbErr, RuntimeErr, sqlx};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::{DateOfBirthError, Username, UsernameError};
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong and what to change.
+    #[schema(
+        example = "dateOfBirth must be a date written YYYY-MM-DD, for example 1990-05-17; got \"17/05/1990\""
+    )]
+    pub error: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    InvalidUsername(#[from] UsernameError),
+    #[error(transparent)]
+    InvalidDateOfBirth(#[from] DateOfBirthError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the body is over {limit} bytes ({} KiB): send a smaller one", limit / 1024)]
+    BodyTooLarge { limit: usize },
+    #[error("Content-Type must be application/json (or left out); got {0:?}")]
+    UnsupportedMediaType(String),
+    #[error("no date of birth is saved for username {0}: save one with PUT /hello/{0}")]
+    UserNotFound(Username),
+    #[error("no such path {0:?}: see GET /openapi.json for the API")]
+    RouteNotFound(String),
+    #[error("method {method} is not allowed on {path}: see GET /openapi.json for the API")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("the database is unavailable: try again shortly")]
+    DatabaseUnavailable(#[source] DbErr),
+    #[error("the request did not complete within {}: try again shortly", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("{0}")]
+    NotReady(String),
+    #[error("internal error: try again, and report it if it persists")]
+    Internal(#[source] DbErr),
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidUsername(_) | Self::InvalidDateOfBirth(_) | Self::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UserNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::DatabaseUnavailable(_) | Self::Timeout(_) | Self::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(error: DbErr) -> Self {
+        if is_outage(&error) {
+            Self::DatabaseUnavailable(error)
+        } else {
+            Self::Internal(error)
+        }
+    }
+}
+
+/// Whether a database error means "cannot reach the database right now" (retrying later may
+/// work) rather than a fault in this program.
+fn is_outage(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and
+                // 57 (operator intervention: shutdown, recovery) are outages; SQLite's BUSY
+                // and LOCKED (5, 6) mean another writer held the file too long.
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57")
+                        || code == "5"
+                        || code == "6"
+                }),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        if status.is_server_error() {
+            match std::error::Error::source(&self) {
+                Some(cause) => tracing::error!(error = %self, cause = %cause, "request failed"),
+                None => tracing::warn!(error = %self, "request failed"),
+            }
+        }
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}

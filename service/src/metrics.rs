@@ -1,0 +1,93 @@
+//! Prometheus metrics: requests by route and status, a latency histogram, database pool gauges
+//! and the build's version. One recorder per process, installed on first use.
+
+use std::{sync::OnceLock, time::Instant};
+
+use axum::{extract::MatchedPath, extract::Request, middleware::Next, response::Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::{build_info, store::PoolStats};
+
+const REQUESTS: &str = "hello_http_requests_total";
+const REQUEST_DURATION: &str = "hello_http_request_duration_seconds";
+const POOL_CONNECTIONS: &str = "hello_db_pool_connections";
+const POOL_MAX_CONNECTIONS: &str = "hello_db_pool_max_connections";
+const BUILD_INFO: &str = "hello_build_info";
+
+/// Latency buckets in seconds: from fast reads to the default 5s request timeout and beyond.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide recorder's handle, installing the recorder on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), DURATION_BUCKETS) {
+            Ok(builder) => builder,
+            // Only an empty bucket list is refused, and the list above is not empty.
+            Err(error) => unreachable!("latency buckets refused: {error}"),
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if let Err(error) = metrics::set_global_recorder(recorder) {
+            tracing::warn!(%error, "another metrics recorder is installed; /metrics will be empty");
+        }
+        describe();
+        metrics::gauge!(BUILD_INFO, "version" => build_info::VERSION, "commit" => build_info::commit()).set(1.0);
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        REQUESTS,
+        "HTTP requests answered, by method, route and status"
+    );
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time to answer HTTP requests, by method and route"
+    );
+    metrics::describe_gauge!(
+        POOL_CONNECTIONS,
+        "Open database connections, by state (idle or in_use)"
+    );
+    metrics::describe_gauge!(
+        POOL_MAX_CONNECTIONS,
+        "Largest number of database connections the pool opens"
+    );
+    metrics::describe_gauge!(BUILD_INFO, "Always 1; the labels name the running build");
+}
+
+/// The metrics in Prometheus' text format, with the pool gauges read now.
+pub fn render(pool: PoolStats) -> String {
+    let handle = handle();
+    metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(pool.idle));
+    metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use")
+        .set(f64::from(pool.open.saturating_sub(pool.idle)));
+    metrics::gauge!(POOL_MAX_CONNECTIONS).set(f64::from(pool.max));
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Middleware counting and timing every request by its route template (never the raw path,
+/// which would make one series per username).
+pub async fn track(request: Request, next: Next) -> Response {
+    handle();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route).record(elapsed);
+    response
+}

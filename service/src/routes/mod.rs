@@ -1,0 +1,129 @@
+//! The HTTP surface: routes, their OpenAPI description (generated from the same code, so the
+//! two cannot drift), and the middleware every request passes through.
+
+mod extract;
+mod health;
+mod hello;
+mod operations;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Extension, Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{Method, Uri},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    LatencyUnit,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub use extract::MAX_BODY_BYTES;
+pub use health::{Health, Ready};
+pub use hello::{GreetingBody, SaveBirthday};
+
+use crate::{domain::UsernameError, error::ApiError, error::ErrorBody, startup::AppState};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "hello", description = "Remembers birthdays and greets people on them"),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "hello", description = "Birthdays and greetings"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(hello::save_birthday, hello::greet))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(operations::metrics))
+        .routes(routes!(operations::openapi))
+}
+
+/// The OpenAPI 3 document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+/// The whole application, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let (routes, document) = api_routes().split_for_parts();
+    let request_timeout = state.request_timeout;
+    routes
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            // Outermost first: the id is set before the span opens, so the span carries it.
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(DefaultOnRequest::new().level(Level::DEBUG))
+                        .on_response(
+                            DefaultOnResponse::new()
+                                .level(Level::INFO)
+                                .latency_unit(LatencyUnit::Millis),
+                        )
+                        // Failures are logged once, with their cause, by `ApiError`.
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(crate::metrics::track))
+                .layer(middleware::from_fn_with_state(
+                    request_timeout,
+                    limit_duration,
+                ))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer(Extension(Arc::new(document))),
+        )
+        .with_state(state)
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+/// Answers 503 when a request takes longer than REQUEST_TIMEOUT, so that nothing hangs when
+/// the database does not answer.
+async fn limit_duration(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit).into_response(),
+    }
+}
+
+async fn route_not_found(uri: Uri) -> ApiError {
+    // `/hello/` is the greeting route with an empty username, not an unknown path.
+    if uri.path() == "/hello/" {
+        return ApiError::InvalidUsername(UsernameError::Empty);
+    }
+    ApiError::RouteNotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}

@@ -1,0 +1,29 @@
+//! `GET /metrics` and `GET /openapi.json`.
+
+use std::sync::Arc;
+
+use axum::{Extension, Json, extract::State, http::header, response::IntoResponse};
+use utoipa::openapi::OpenApi;
+
+use crate::{metrics, startup::AppState};
+
+/// Prometheus metrics: requests by route and status, latency, database pool, build.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4",
+               body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(state.store.pool_stats()),
+    )
+}
+
+/// This document: the OpenAPI 3 description of the API, generated from the code.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object)))]
+pub async fn openapi(Extension(document): Extension<Arc<OpenApi>>) -> Json<Arc<OpenApi>> {
+    Json(document)
+}

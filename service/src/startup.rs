@@ -1,0 +1,163 @@
+//! Building and running the application. Build and run are separate, so that tests can bind
+//! port 0, read the real address, then serve.
+
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+
+use crate::{
+    clock::{Clock, SystemClock},
+    config::Settings,
+    lifecycle::{Lifecycle, shutdown_signal},
+    routes,
+    store::Store,
+};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub lifecycle: Lifecycle,
+    /// Bound on the database check of /readyz.
+    pub readiness_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot connect to the database named by DATABASE_URL ({url}): {source}")]
+    Connect { url: String, source: sea_orm::DbErr },
+    #[error("cannot apply the database migrations: {0}")]
+    Migrate(#[source] sea_orm::DbErr),
+    #[error("cannot listen on LISTEN_ADDR {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("requests were still in flight after SHUTDOWN_TIMEOUT ({})", humantime::format_duration(*.0))]
+    ShutdownTimedOut(Duration),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    drain_period: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Connects to the database, applies migrations unless MIGRATE_ON_START=false, and binds
+    /// the listener.
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let store = connect(settings, !settings.migrate_on_start).await?;
+        if settings.migrate_on_start {
+            store.migrate().await.map_err(StartupError::Migrate)?;
+            tracing::info!("database migrations applied");
+        }
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: settings.listen_addr,
+                source,
+            })?;
+        let state = AppState {
+            store,
+            clock,
+            lifecycle: Lifecycle::default(),
+            readiness_timeout: settings.database_acquire_timeout,
+            request_timeout: settings.request_timeout,
+        };
+        Ok(Self {
+            listener,
+            state,
+            drain_period: settings.drain_period,
+            shutdown_timeout: settings.shutdown_timeout,
+        })
+    }
+
+    /// The address actually bound (the port is chosen by the system when LISTEN_ADDR ends in :0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until SIGTERM or ctrl-c, then drains and stops (see [`Application::run_until`]).
+    pub async fn run_until_stopped(self) -> Result<(), ServeError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` resolves; then /readyz answers 503 while requests are still served
+    /// for DRAIN_PERIOD; then the listener closes and in-flight requests have SHUTDOWN_TIMEOUT
+    /// to finish.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Self {
+            listener,
+            state,
+            drain_period,
+            shutdown_timeout,
+        } = self;
+        let lifecycle = state.lifecycle.clone();
+        let app = routes::router(state);
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let graceful = async move {
+            stop.await;
+            lifecycle.start_draining();
+            tracing::info!(drain_period = %humantime::format_duration(drain_period), "draining: /readyz now answers 503");
+            tokio::time::sleep(drain_period).await;
+            tracing::info!("drain period over: closing the listener, finishing in-flight requests");
+            let _ = drained_tx.send(());
+        };
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return result.map_err(ServeError::from),
+            _ = drained_rx => {}
+        }
+        match tokio::time::timeout(shutdown_timeout, server).await {
+            Ok(result) => {
+                tracing::info!("stopped");
+                result.map_err(ServeError::from)
+            }
+            Err(_) => Err(ServeError::ShutdownTimedOut(shutdown_timeout)),
+        }
+    }
+}
+
+/// Opens the database named by DATABASE_URL; `lazy` defers the first connection to first use.
+pub async fn connect(settings: &Settings, lazy: bool) -> Result<Store, StartupError> {
+    Store::connect(settings, lazy)
+        .await
+        .map_err(|source| StartupError::Connect {
+            url: settings.database_url.redacted(),
+            source,
+        })
+}

@@ -1,0 +1,127 @@
+//! Persistence: saved dates of birth, behind a small interface that speaks in domain types.
+
+mod users;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait, Set,
+    sea_query::OnConflict,
+};
+
+use crate::{
+    config::Settings,
+    domain::{DateOfBirth, Username},
+};
+
+/// Open connections of the pool, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    max_connections: u32,
+}
+
+impl Store {
+    /// Opens the connection pool. When `lazy`, no connection is made until one is needed, so
+    /// the service starts (and reports not ready) while the database is down.
+    pub async fn connect(settings: &Settings, lazy: bool) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(settings.database_url.expose());
+        options
+            .max_connections(settings.database_max_connections)
+            .min_connections(0)
+            .connect_timeout(settings.database_connect_timeout)
+            .acquire_timeout(settings.database_acquire_timeout)
+            .connect_lazy(lazy)
+            .sqlx_logging(false);
+        let db = Database::connect(options).await?;
+        Ok(Self {
+            db,
+            max_connections: settings.database_max_connections,
+        })
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.db, None).await
+    }
+
+    /// Saves or replaces a user's date of birth, in one statement, so that concurrent saves for
+    /// one name never conflict.
+    pub async fn save_birthday(
+        &self,
+        username: &Username,
+        date_of_birth: DateOfBirth,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        let user = users::ActiveModel {
+            username: Set(username.as_str().to_owned()),
+            date_of_birth: Set(date_of_birth.date()),
+            updated_at: Set(now),
+        };
+        users::Entity::insert(user)
+            .on_conflict(
+                OnConflict::column(users::Column::Username)
+                    .update_columns([users::Column::DateOfBirth, users::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn birthday(&self, username: &Username) -> Result<Option<DateOfBirth>, DbErr> {
+        let user = users::Entity::find_by_id(username.as_str().to_owned())
+            .one(&self.db)
+            .await?;
+        Ok(user.map(|user| DateOfBirth::from_stored(user.date_of_birth)))
+    }
+
+    /// Checks that the database answers, within `bound`.
+    pub async fn ping(&self, bound: Duration) -> Result<(), PingError> {
+        match tokio::time::timeout(bound, self.db.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(PingError::Failed(error)),
+            Err(_) => Err(PingError::TimedOut(bound)),
+        }
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        let (open, idle) = match self.db.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DatabaseBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => (0, 0),
+        };
+        PoolStats {
+            open,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+            max: self.max_connections,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    #[error("the database did not answer")]
+    Failed(#[source] DbErr),
+    #[error("the database did not answer within {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+}

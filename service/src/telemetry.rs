@@ -1,0 +1,32 @@
+//! Logging, set up once per process: an `EnvFilter` from RUST_LOG and either JSON lines (for
+//! deployments) or text, on stdout. Request spans carry the request id, so every line logged
+//! while serving a request names it.
+
+use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::LogFormat;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("RUST_LOG is not a valid log filter: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error("logging was already set up: {0}")]
+    AlreadySet(#[from] tracing_subscriber::util::TryInitError),
+}
+
+pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::try_new(filter)?;
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(true),
+            )
+            .try_init()?,
+        LogFormat::Text => registry.with(fmt::layer()).try_init()?,
+    }
+    Ok(())
+}

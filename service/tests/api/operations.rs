@@ -1,0 +1,189 @@
+//! /healthz, /readyz, /metrics, /openapi.json and the request id.
+
+use serde_json::Value;
+
+use crate::common::{Backend, assert_error, spawn_app, spawn_app_with};
+
+async fn healthz_reports_the_build(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.get("/healthz").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    let commit = option_env!("HELLO_GIT_COMMIT")
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or("unknown");
+    assert_eq!(body["commit"], commit.trim());
+    assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
+}
+
+async fn readyz_is_200_when_the_database_answers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        serde_json::json!({"status": "ready"})
+    );
+}
+
+async fn metrics_count_requests_time_them_and_show_the_pool(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.get_hello("Nobody").await;
+    app.put_birthday("Ann", "1990-01-01").await;
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    let has = |prefix: &str| text.lines().any(|line| line.starts_with(prefix));
+    let version = env!("CARGO_PKG_VERSION");
+    for expected in [
+        r#"hello_http_requests_total{method="GET",route="/hello/{username}",status="404"} "#,
+        r#"hello_http_requests_total{method="PUT",route="/hello/{username}",status="204"} "#,
+        r#"hello_http_request_duration_seconds_bucket{method="GET",route="/hello/{username}",le="0.005"} "#,
+        r#"hello_http_request_duration_seconds_bucket{method="PUT",route="/hello/{username}",le="+Inf"} "#,
+        r#"hello_http_request_duration_seconds_count{method="GET",route="/hello/{username}"} "#,
+        r#"hello_db_pool_connections{state="idle"} "#,
+        r#"hello_db_pool_connections{state="in_use"} "#,
+        "hello_db_pool_max_connections 10",
+        "# TYPE hello_http_requests_total counter",
+        "# TYPE hello_http_request_duration_seconds histogram",
+    ] {
+        assert!(has(expected), "missing {expected:?} in\n{text}");
+    }
+    let build_info = format!(r#"hello_build_info{{version="{version}",commit=""#);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&build_info) && l.ends_with("} 1")),
+        "{text}"
+    );
+    assert!(!text.contains("Nobody"), "usernames never become labels");
+}
+
+async fn openapi_describes_every_route(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    let document: Value = response.json().await.unwrap();
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        document["openapi"]
+    );
+    let paths = document["paths"].as_object().unwrap();
+    let mut routes: Vec<String> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{method} {path}"))
+        })
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            "get /healthz",
+            "get /hello/{username}",
+            "get /metrics",
+            "get /openapi.json",
+            "get /readyz",
+            "put /hello/{username}",
+        ]
+    );
+    let put = &paths["/hello/{username}"]["put"];
+    let statuses: Vec<&str> = put["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(statuses, ["204", "400", "405", "413", "415", "503"]);
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(
+        schemas["SaveBirthday"]["required"],
+        serde_json::json!(["dateOfBirth"])
+    );
+    assert_eq!(
+        schemas["ErrorBody"]["required"],
+        serde_json::json!(["error"])
+    );
+    assert_eq!(
+        document,
+        serde_json::to_value(hello::routes::openapi()).unwrap()
+    );
+}
+
+async fn the_request_id_is_echoed_or_made_up(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    let first = app.get("/hello/Nobody").await.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let second = app.get("/hello/Nobody").await.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(first.len(), 36, "a UUID: {first}");
+    assert_ne!(first, second);
+}
+
+/// A request that outlives REQUEST_TIMEOUT answers 503 instead of hanging: here a body that
+/// never finishes arriving.
+async fn a_request_over_the_timeout_answers_503(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(backend, |s| {
+        s.request_timeout = std::time::Duration::from_millis(300)
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"PUT /hello/Ann HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_string(&mut answer),
+    )
+    .await
+    .expect("an answer within the bound")
+    .unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"the request did not complete within 300ms"#),
+        "{answer}"
+    );
+    // The app still serves.
+    assert_error(app.get_hello("Ann").await, 404, &["Ann"]).await;
+}
+
+crate::on_both_backends!(
+    healthz_reports_the_build,
+    readyz_is_200_when_the_database_answers,
+    metrics_count_requests_time_them_and_show_the_pool,
+    openapi_describes_every_route,
+    the_request_id_is_echoed_or_made_up,
+    a_request_over_the_timeout_answers_503,
+);
