@@ -7,6 +7,16 @@ use utoipa::ToSchema;
 use super::extract::{BirthdayBody, UsernamePath};
 use crate::{domain::Greeting, error::ApiError, error::ErrorBody, startup::AppState};
 
+/// The `{username}` path segment, as documented.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct UsernameParam {
+    /// 1 to 64 ASCII letters, case-sensitive (`Ann` and `ann` are two users).
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z]{1,64}$")]
+    username: String,
+}
+
 /// The body of `PUT /hello/{username}`; no other field is accepted.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -29,8 +39,7 @@ pub struct GreetingBody {
     put,
     path = "/hello/{username}",
     tag = "hello",
-    params(("username" = String, Path, description = "1 to 64 ASCII letters, case-sensitive",
-            min_length = 1, max_length = 64, pattern = "^[A-Za-z]{1,64}$")),
+    params(UsernameParam),
     request_body(content = SaveBirthday, content_type = "application/json",
                  description = "A missing Content-Type is read as JSON"),
     responses(
@@ -59,8 +68,7 @@ pub async fn save_birthday(
     get,
     path = "/hello/{username}",
     tag = "hello",
-    params(("username" = String, Path, description = "1 to 64 ASCII letters, case-sensitive",
-            min_length = 1, max_length = 64, pattern = "^[A-Za-z]{1,64}$")),
+    params(UsernameParam),
     responses(
         (status = 200, description = "The greeting", body = GreetingBody),
         (status = 400, description = "Bad username", body = ErrorBody),
