@@ -19,11 +19,16 @@ Google Cloud Storage
   ``gcs_bucket``    a fresh bucket in the emulator for one test; its value is the name
 
 Faults
-  ``tcp_proxy``     factory: ``tcp_proxy(port, cut_after=N | flip_at=N)`` forwards to
-                    127.0.0.1:port, and for requests that start with PUT either closes the
-                    connection after N bytes or flips the byte at offset N; returns the
+  ``tcp_proxy``     factory: ``tcp_proxy(port, cut_after=N | flip_at=N | flip_reply_at=N)``
+                    forwards to 127.0.0.1:port; for requests that start with PUT it either
+                    closes the connection after N bytes or flips the byte at offset N, and
+                    for media downloads (``alt=media``) it flips byte N of the reply; returns the
                     proxy (``port``, ``faults``: how many faults it caused). For
                     provoking interrupted and corrupted uploads.
+
+Figures
+  ``measurement``   ``measurement("logical drill RTO 1.2s ...")`` records a line that the
+                    test run prints in a "measurements" section at its end (no ``-s`` needed)
 
 ``run_script(name, *args, env=...)`` runs one of the repository's ``scripts/`` and returns
 the CompletedProcess (text, captured); ``REPO`` is the repository root.
@@ -77,6 +82,24 @@ def run_script(name: str, *args: str, env: dict[str, str] | None = None, timeout
         env={**os.environ, **(env or {})},
         capture_output=True, text=True, timeout=timeout, check=False,
     )
+
+
+# -- figures worth quoting ----------------------------------------------------------------
+
+_MEASUREMENTS: list[str] = []
+
+
+@pytest.fixture
+def measurement():
+    """Record a line of measured figures for the summary at the end of the run."""
+    return _MEASUREMENTS.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MEASUREMENTS:
+        terminalreporter.section("measurements")
+        for line in _MEASUREMENTS:
+            terminalreporter.write_line(line)
 
 
 # -- PostgreSQL --------------------------------------------------------------------------
@@ -290,11 +313,12 @@ def gcs_bucket(gcs_emulator):
 
 
 class _FaultyProxy(threading.Thread):
-    def __init__(self, target_port: int, cut_after: int | None, flip_at: int | None):
+    def __init__(self, target_port: int, cut_after: int | None, flip_at: int | None, flip_reply_at: int | None):
         super().__init__(daemon=True)
         self.target_port = target_port
         self.cut_after = cut_after
         self.flip_at = flip_at
+        self.flip_reply_at = flip_reply_at
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.faults = 0
@@ -309,7 +333,6 @@ class _FaultyProxy(threading.Thread):
 
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
         offset = 0
         is_put = None
         with client, upstream:
@@ -326,6 +349,8 @@ class _FaultyProxy(threading.Thread):
                     return
                 if is_put is None:
                     is_put = data.startswith(b"PUT ")
+                    flip = self.flip_reply_at if b"alt=media" in data.split(b"\r\n", 1)[0] else None
+                    threading.Thread(target=self._pipe, args=(upstream, client, flip), daemon=True).start()
                 if is_put and self.cut_after is not None and offset + len(data) > self.cut_after:
                     upstream.sendall(data[: self.cut_after - offset])
                     self.faults += 1
@@ -344,10 +369,16 @@ class _FaultyProxy(threading.Thread):
                 offset += len(data)
                 upstream.sendall(data)
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, flip_at: int | None) -> None:
+        offset = 0
         try:
             while data := source.recv(65536):
+                if flip_at is not None and offset <= flip_at < offset + len(data):
+                    data = bytearray(data)
+                    data[flip_at - offset] ^= 0xFF
+                    data = bytes(data)
+                    self.faults += 1
+                offset += len(data)
                 sink.sendall(data)
         except OSError:
             pass
@@ -366,8 +397,10 @@ def tcp_proxy():
     """Factory of fault-injecting TCP proxies (see the module docstring); closed after the test."""
     proxies: list[_FaultyProxy] = []
 
-    def start(target_port: int, cut_after: int | None = None, flip_at: int | None = None) -> _FaultyProxy:
-        proxy = _FaultyProxy(target_port, cut_after, flip_at)
+    def start(
+        target_port: int, cut_after: int | None = None, flip_at: int | None = None, flip_reply_at: int | None = None,
+    ) -> _FaultyProxy:
+        proxy = _FaultyProxy(target_port, cut_after, flip_at, flip_reply_at)
         proxy.start()
         proxies.append(proxy)
         return proxy

@@ -56,7 +56,9 @@ def seeded_database(postgres_database):
     return postgres_database
 
 
-def test_backup_list_download_restore_round_trip(seeded_database, scratch_postgres_server, gcs_emulator, gcs_bucket, tmp_path):
+def test_backup_list_download_restore_round_trip(
+    seeded_database, scratch_postgres_server, gcs_emulator, gcs_bucket, tmp_path, measurement
+):
     env = gcs_emulator.env()
     done = backup(seeded_database.dsn, gcs_bucket, env)
     assert done.returncode == 0, done.stderr
@@ -73,7 +75,8 @@ def test_backup_list_download_restore_round_trip(seeded_database, scratch_postgr
     assert blob.metadata["hello-pg-server-version"].startswith("15")
     assert blob.metadata["hello-size-bytes"] == str(summary["size_bytes"])
     assert "***" in blob.metadata["hello-source"] and "drill-superuser-password" not in blob.metadata["hello-source"]
-    print(f"\nlogical dump of {SEED_USERS + 1} users: {summary['size_bytes']} bytes in {summary['duration_seconds']}s")
+    measurement(f"pg-dump-to-gcs backup of {SEED_USERS + 1} users and 300 documents: "
+                f"dump {summary['size_bytes']} bytes, dump + verify + upload in {summary['duration_seconds']}s")
 
     where = ["--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name]
     listed = run_script("pg-dump-to-gcs", "list", *where, "--json", env=env)
@@ -222,6 +225,27 @@ def test_restore_with_no_dump_names_the_folder(scratch_postgres_server, gcs_emul
     )
     assert done.returncode == 1
     assert f"find-dump failed: no dump under gs://{gcs_bucket}/logical/{CLUSTER}/app/" in done.stderr
+
+
+def test_download_altered_in_transit_is_refused(seeded_database, gcs_emulator, gcs_bucket, tcp_proxy, tmp_path):
+    assert backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env()).returncode == 0
+    proxy = tcp_proxy(gcs_emulator.port, flip_reply_at=5_000)
+    done = run_script(
+        "pg-dump-to-gcs", "download", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name,
+        "--output", str(tmp_path / "x.dump"), env=gcs_emulator.env(proxy.port),
+    )
+    assert proxy.faults == 1, "the proxy never altered a download"
+    assert done.returncode == 1
+    assert "checksum failed: downloaded gs://" in done.stderr and "GCS reports" in done.stderr
+
+
+def test_without_workload_identity_the_backup_names_it(seeded_database):
+    from conftest import free_port
+
+    env = {"STORAGE_EMULATOR_HOST": "", "GOOGLE_OAUTH_ACCESS_TOKEN": "", "GCE_METADATA_HOST": f"127.0.0.1:{free_port()}"}
+    done = backup(seeded_database.dsn, "hello-backups", env)
+    assert done.returncode == 1
+    assert "bucket failed: cannot reach gs://hello-backups: no access token from the metadata server" in done.stderr and "Workload Identity" in done.stderr
 
 
 def test_download_of_a_missing_object_fails(gcs_emulator, gcs_bucket, tmp_path):

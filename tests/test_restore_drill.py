@@ -112,7 +112,7 @@ def pushgateway():
 
 
 def test_logical_drill_restores_the_newest_dump_and_reports(
-    primary, scratch_postgres_server, gcs_emulator, gcs_bucket, pushgateway
+    primary, scratch_postgres_server, gcs_emulator, gcs_bucket, pushgateway, measurement
 ):
     env = gcs_emulator.env()
     take_dump(primary, gcs_bucket, env)  # an older dump, which the drill must not pick
@@ -151,9 +151,9 @@ def test_logical_drill_restores_the_newest_dump_and_reports(
     assert path == "/metrics/job/hello_restore_drill/environment/test/path/logical"
     assert "hello_restore_drill_success 1\n" in body
     assert f"hello_restore_drill_data_size_bytes {report['data_size_bytes']}\n" in body
-    print(f"\nlogical drill: RTO {report['rto_seconds']}s, RPO {report['rpo_seconds']}s, "
-          f"restored database {report['data_size_bytes']} bytes ({USERS + 1} users), "
-          f"dump {report['backups'][0]['size_bytes']} bytes")
+    measurement(f"restore-drill logical: RTO {report['rto_seconds']}s, RPO {report['rpo_seconds']}s, "
+                f"restored database {report['data_size_bytes']} bytes ({USERS + 1} users), "
+                f"dump {report['backups'][0]['size_bytes']} bytes")
 
 
 def _put_dump(gcs_emulator, bucket: str, primary, body: bytes) -> str:
