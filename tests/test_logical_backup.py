@@ -133,6 +133,18 @@ def test_database_that_does_not_exist_fails_at_connect(postgres_server, gcs_emul
     assert "connect failed" in done.stderr and '"no_such_database" does not exist' in done.stderr
 
 
+def test_a_user_who_may_not_read_a_table_fails_at_dump(seeded_database, postgres_server, gcs_emulator, gcs_bucket):
+    role = "reader_" + uuid.uuid4().hex[:8]
+    seeded_database.psql(f"create role {role} login password 'reader'; grant select on users to {role}")
+    try:
+        done = backup(postgres_server.dsn(seeded_database.name, user=role, password="reader"), gcs_bucket, gcs_emulator.env())
+        assert done.returncode == 1
+        assert "dump failed: pg_dump of" in done.stderr and "permission denied" in done.stderr
+        assert object_names(gcs_emulator, gcs_bucket) == []
+    finally:
+        seeded_database.psql(f"drop owned by {role}; drop role {role}")
+
+
 def test_missing_bucket_fails_before_dumping(seeded_database, gcs_emulator):
     done = backup(seeded_database.dsn, "no-such-bucket", gcs_emulator.env())
     assert done.returncode == 1

@@ -21,7 +21,7 @@ from .postgres import (
 )
 
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-_DUMP_NAME = re.compile(r"(\d{8}T\d{6}Z)\.dump$")
+_DUMP_NAME = re.compile(r"(\d{8}T\d{6}Z)\.dump")
 CONTENT_TYPE = "application/vnd.postgresql.custom-dump"
 
 
@@ -55,7 +55,7 @@ class DumpFolder:
 
 def dump_time(name: str) -> dt.datetime | None:
     """The start time encoded in a dump's object name, or None for foreign objects."""
-    match = _DUMP_NAME.search(name)
+    match = _DUMP_NAME.fullmatch(name.rsplit("/", 1)[-1])
     if not match:
         return None
     return dt.datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=dt.timezone.utc)
@@ -70,7 +70,8 @@ def list_dumps(gcs: Gcs, folder: DumpFolder) -> list[dict]:
             "list", f"cannot list {folder}: {error}",
             "that the bucket exists and the service account may list it (roles/storage.objectViewer)",
         ) from error
-    dumps = [item for item in items if item["name"][len(folder.path):].count("/") == 0 and dump_time(item["name"])]
+    # Only direct children: a deeper "folder" belongs to someone else.
+    dumps = [item for item in items if "/" not in item["name"][len(folder.path):] and dump_time(item["name"])]
     return sorted(dumps, key=lambda item: item["name"], reverse=True)
 
 
