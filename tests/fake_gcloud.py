@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""A stand-in for `gcloud`, for testing roles/gke_cluster without Google Cloud.
+
+It is a test double, not an emulator: it answers only the commands the role runs, and keeps
+the project's state (clusters, node pools, service accounts, IAM bindings) in a JSON file,
+shaped like the GKE, IAM and Resource Manager API answers the role reads.
+
+What makes its answers worth something: before answering, it hands the same command line to
+the real gcloud (FAKE_GCLOUD_REAL) with an empty configuration. The real gcloud parses and
+checks every flag and value, then stops because no account is logged in; any other error
+(an unknown flag, a bad value, flags that cannot go together) is passed on and fails the run.
+
+Environment: FAKE_GCLOUD_STATE (state file), FAKE_GCLOUD_LOG (one JSON argv per line),
+FAKE_GCLOUD_REAL (path of the real gcloud; unset skips the check), FAKE_GCLOUD_CONFIG (empty
+folder for the real gcloud's configuration; it also remembers the command lines already checked).
+"""
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+NO_ACCOUNT = "You do not currently have an active account selected"
+EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
+
+
+def fail(message, code=1):
+    print(f"ERROR: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def check_with_real_gcloud(argv):
+    real = os.environ.get("FAKE_GCLOUD_REAL")
+    if not real:
+        return
+    # The real gcloud takes a second or more to start: each distinct command line is checked once.
+    checked = Path(os.environ["FAKE_GCLOUD_CONFIG"]) / "checked-command-lines"
+    line = json.dumps(argv)
+    if checked.exists() and line in checked.read_text().splitlines():
+        return
+    env = {**os.environ, "CLOUDSDK_CONFIG": os.environ["FAKE_GCLOUD_CONFIG"],
+           "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    result = subprocess.run([real, *argv], env=env, capture_output=True, text=True, check=False)
+    if NO_ACCOUNT not in result.stderr:
+        sys.stderr.write(f"fake gcloud: the real gcloud rejects this command line:\n{result.stderr}")
+        sys.exit(2)
+    with checked.open("a") as record:
+        record.write(line + "\n")
+
+
+def parse(argv):
+    positional, flags = [], {}
+    for arg in argv:
+        if arg.startswith("--"):
+            name, _, value = arg[2:].partition("=")
+            flags[name] = value if "=" in arg else True
+        else:
+            positional.append(arg)
+    return positional, flags
+
+
+def labels_of(text):
+    return dict(item.split("=", 1) for item in text.split(",") if item)
+
+
+def taints_of(text):
+    taints = []
+    for item in filter(None, text.split(",")):
+        key_value, effect = item.rsplit(":", 1)
+        key, value = key_value.split("=", 1)
+        taints.append({"key": key, "value": value, "effect": EFFECTS[effect]})
+    return taints
+
+
+def autoscaling_of(flags):
+    if "enable-autoscaling" not in flags:
+        return {}
+    return {"enabled": True, "minNodeCount": int(flags["min-nodes"]),
+            "maxNodeCount": int(flags["max-nodes"]), "locationPolicy": flags.get("location-policy", "BALANCED")}
+
+
+def node_pool(name, flags, zones):
+    pool = {
+        "name": name,
+        "locations": zones,
+        "initialNodeCount": int(flags.get("num-nodes", 3)),
+        "status": "RUNNING",
+        "config": {
+            "machineType": flags.get("machine-type", "e2-medium"),
+            "diskType": flags.get("disk-type", "pd-balanced"),
+            "diskSizeGb": int(flags.get("disk-size", 100)),
+            "serviceAccount": flags.get("service-account", "default"),
+            "workloadMetadataConfig": {"mode": flags.get("workload-metadata", "GKE_METADATA")},
+        },
+        "management": {"autoUpgrade": True, "autoRepair": True},
+    }
+    if flags.get("node-labels"):
+        pool["config"]["labels"] = labels_of(flags["node-labels"])
+    if flags.get("node-taints"):
+        pool["config"]["taints"] = taints_of(flags["node-taints"])
+    if autoscaling_of(flags):
+        pool["autoscaling"] = autoscaling_of(flags)
+    return pool
+
+
+def authorized_networks(flags):
+    cidrs = [c for c in str(flags.get("master-authorized-networks", "")).split(",") if c]
+    config = {"enabled": "enable-master-authorized-networks" in flags}
+    if cidrs:
+        config["cidrBlocks"] = [{"cidrBlock": c} for c in cidrs]
+    return config
+
+
+def clusters(state, verb, positional, flags):
+    name = positional[0]
+    key = f"{flags['project']}/{flags['region']}/{name}"
+    cluster = state["clusters"].get(key)
+    if verb == "describe":
+        if cluster is None:
+            fail(f"(gcloud.container.clusters.describe) ResponseError: code=404, message=Not found: "
+                 f"projects/{flags['project']}/locations/{flags['region']}/clusters/{name}.")
+        print(json.dumps(cluster))
+    elif verb == "create":
+        if cluster is not None:
+            fail("(gcloud.container.clusters.create) ResponseError: code=409, message=Already exists")
+        zones = flags["node-locations"].split(",")
+        state["clusters"][key] = {
+            "name": name,
+            "location": flags["region"],
+            "locations": zones,
+            "status": "RUNNING",
+            "releaseChannel": {"channel": flags["release-channel"].upper()},
+            "workloadIdentityConfig": {"workloadPool": flags["workload-pool"]},
+            "privateClusterConfig": {"enablePrivateNodes": "enable-private-nodes" in flags},
+            "networkConfig": {"datapathProvider": "ADVANCED_DATAPATH" if "enable-dataplane-v2" in flags
+                              else "LEGACY_DATAPATH"},
+            "masterAuthorizedNetworksConfig": authorized_networks(flags),
+            "nodePools": [node_pool("default-pool", flags, zones)],
+        }
+    elif verb == "update":
+        if cluster is None:
+            fail("(gcloud.container.clusters.update) ResponseError: code=404, message=Not found")
+        if "release-channel" in flags:
+            cluster["releaseChannel"] = {"channel": flags["release-channel"].upper()}
+        if "workload-pool" in flags:
+            cluster["workloadIdentityConfig"] = {"workloadPool": flags["workload-pool"]}
+        if "enable-master-authorized-networks" in flags:
+            cluster["masterAuthorizedNetworksConfig"] = authorized_networks(flags)
+    else:
+        fail(f"fake gcloud: container clusters {verb} is not simulated", 3)
+
+
+def node_pools(state, verb, positional, flags):
+    name = positional[0]
+    cluster = state["clusters"].get(f"{flags['project']}/{flags['region']}/{flags['cluster']}")
+    if cluster is None:
+        fail("ResponseError: code=404, message=Not found: cluster")
+    pools = {pool["name"]: pool for pool in cluster["nodePools"]}
+    if verb == "create":
+        if name in pools:
+            fail("ResponseError: code=409, message=Already exists")
+        cluster["nodePools"].append(node_pool(name, flags, flags.get("node-locations", "").split(",")))
+    elif verb == "update":
+        pool = pools[name]
+        if "node-labels" in flags:
+            pool["config"]["labels"] = labels_of(flags["node-labels"])
+        if "node-taints" in flags:
+            pool["config"]["taints"] = taints_of(flags["node-taints"])
+        if "enable-autoscaling" in flags:
+            pool["autoscaling"] = autoscaling_of(flags)
+        if "no-enable-autoscaling" in flags:
+            pool.pop("autoscaling", None)
+    elif verb == "delete":
+        if name not in pools:
+            fail("ResponseError: code=404, message=Not found: node pool")
+        cluster["nodePools"] = [pool for pool in cluster["nodePools"] if pool["name"] != name]
+    else:
+        fail(f"fake gcloud: container node-pools {verb} is not simulated", 3)
+
+
+def service_accounts(state, verb, positional, flags):
+    if verb == "describe":
+        account = state["service_accounts"].get(positional[0])
+        if account is None:
+            fail(f"(gcloud.iam.service-accounts.describe) NOT_FOUND: Unknown service account {positional[0]}")
+        print(json.dumps(account))
+    elif verb == "create":
+        email = f"{positional[0]}@{flags['project']}.iam.gserviceaccount.com"
+        if email in state["service_accounts"]:
+            fail("(gcloud.iam.service-accounts.create) ALREADY_EXISTS")
+        state["service_accounts"][email] = {"email": email, "displayName": flags.get("display-name", "")}
+    else:
+        fail(f"fake gcloud: iam service-accounts {verb} is not simulated", 3)
+
+
+def projects(state, verb, positional, flags):
+    empty = {"etag": "BwX", "version": 1, "bindings": []}
+    if verb == "get-iam-policy":
+        policy = state["policies"].get(positional[0], empty)
+        print(json.dumps(policy))
+    elif verb == "add-iam-policy-binding":
+        policy = state["policies"].setdefault(positional[0], empty)
+        binding = next((b for b in policy["bindings"] if b["role"] == flags["role"] and "condition" not in b), None)
+        if binding is None:
+            binding = {"role": flags["role"], "members": []}
+            policy["bindings"].append(binding)
+        if flags["member"] not in binding["members"]:
+            binding["members"].append(flags["member"])
+    else:
+        fail(f"fake gcloud: projects {verb} is not simulated", 3)
+
+
+def main():
+    argv = sys.argv[1:]
+    with open(os.environ["FAKE_GCLOUD_LOG"], "a") as log:
+        log.write(json.dumps(argv) + "\n")
+    check_with_real_gcloud(argv)
+
+    state_file = Path(os.environ["FAKE_GCLOUD_STATE"])
+    # Ansible runs the clusters of an environment in parallel: one command at a time.
+    lock = open(f"{state_file}.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    for part in ("clusters", "service_accounts", "policies"):
+        state.setdefault(part, {})
+    unchanged = json.dumps(state)
+    positional, flags = parse(argv)
+    handlers = {
+        ("container", "clusters"): clusters,
+        ("container", "node-pools"): node_pools,
+        ("iam", "service-accounts"): service_accounts,
+    }
+    if positional[:1] == ["projects"]:
+        projects(state, positional[1], positional[2:], flags)
+    elif tuple(positional[:2]) in handlers:
+        handlers[tuple(positional[:2])](state, positional[2], positional[3:], flags)
+    else:
+        fail(f"fake gcloud: {' '.join(argv)} is not simulated", 3)
+    if json.dumps(state) != unchanged:
+        state_file.write_text(json.dumps(state, indent=2))
+
+
+if __name__ == "__main__":
+    main()

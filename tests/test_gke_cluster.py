@@ -1,0 +1,170 @@
+"""roles/gke_cluster through playbooks/cluster.yml, against a test double of gcloud.
+
+There is no Google Cloud here. These tests put tests/fake_gcloud.py on PATH as `gcloud`: it
+records every command line, has the real gcloud parse it (so a wrong flag fails the run), and
+answers from a JSON state file. They test the role's command lines, its read-before-write
+logic, idempotence (a second run changes nothing) and check mode (no command that writes).
+They do not test GKE itself: whether GKE accepts these settings together, how long operations
+take, or the answers of the real API beyond the fields the role reads.
+"""
+
+import json
+import os
+import re
+import shutil
+import sys
+
+import pytest
+
+from ansible_helpers import REPO, ansible, copy_inventory, edit_vars
+
+REAL_GCLOUD = shutil.which("gcloud")
+READ_ONLY = {("container", "clusters", "describe"), ("iam", "service-accounts", "describe"),
+             ("projects", "get-iam-policy")}
+
+pytestmark = pytest.mark.skipif(REAL_GCLOUD is None, reason="needs the gcloud CLI to check command lines")
+
+
+class FakeProject:
+    """One Google Cloud project as the fake gcloud sees it, and ansible-playbook runs against it."""
+
+    def __init__(self, root, env, config):
+        self.inventory = copy_inventory(env, root)
+        self.env = env
+        self.state = root / "gcloud-state.json"
+        self.log = root / "gcloud-calls.jsonl"
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        gcloud = bin_dir / "gcloud"
+        gcloud.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_gcloud.py'} \"$@\"\n")
+        gcloud.chmod(0o755)
+        self.env_vars = {
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "FAKE_GCLOUD_STATE": str(self.state),
+            "FAKE_GCLOUD_LOG": str(self.log),
+            "FAKE_GCLOUD_REAL": REAL_GCLOUD,
+            "FAKE_GCLOUD_CONFIG": str(config),
+        }
+
+    def run(self, *extra):
+        """Runs playbooks/cluster.yml; returns (exit code, output, the gcloud calls it made)."""
+        self.log.write_text("")
+        result = ansible("ansible-playbook", "-i", self.inventory, REPO / "playbooks" / "cluster.yml",
+                         "-e", f"hello_confirm_environment={self.env}", *extra, env=self.env_vars)
+        calls = [json.loads(line) for line in self.log.read_text().splitlines()]
+        return result.returncode, result.stdout + result.stderr, calls
+
+    def snapshot(self):
+        return self.state.read_text() if self.state.exists() else ""
+
+    def cluster(self, name, region):
+        project = json.loads(self.state.read_text())
+        return next(c for key, c in project["clusters"].items() if key.endswith(f"/{region}/{name}"))
+
+
+def writes(calls):
+    """The calls that change something: all but the read-only ones."""
+    return [call for call in calls if not any(tuple(call[:len(verb)]) == verb for verb in READ_ONLY)]
+
+
+def changed_counts(output):
+    return {host: int(count) for host, count in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", output, re.M)}
+
+
+def flag(call, name):
+    return next(arg.split("=", 1)[1] for arg in call if arg.startswith(f"--{name}="))
+
+
+@pytest.fixture(scope="module")
+def gcloud_config(tmp_path_factory):
+    """The real gcloud's (empty) configuration, shared so that each command line is checked once."""
+    return tmp_path_factory.mktemp("gcloud-config")
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory, gcloud_config):
+    """Production (two regions) created from nothing by a first run."""
+    project = FakeProject(tmp_path_factory.mktemp("production"), "production", gcloud_config)
+    project.first_run = project.run()
+    return project
+
+
+def test_check_mode_on_an_empty_project_only_reads(tmp_path, gcloud_config):
+    project = FakeProject(tmp_path, "staging", gcloud_config)
+    code, output, calls = project.run("--check")
+    assert code == 0, output
+    assert calls, "the probes must run under --check"
+    assert writes(calls) == []
+    assert project.snapshot() == ""
+
+
+def test_first_run_creates_clusters_pools_and_node_identity(production):
+    code, output, calls = production.first_run
+    assert code == 0, output
+    verbs = [" ".join(a for a in call if not a.startswith("-"))[:60] for call in writes(calls)]
+    # The project's service account and its roles once, then per region a cluster, two pools,
+    # and the removal of the default pool.
+    assert verbs.count("iam service-accounts create gke-nodes") == 1
+    bindings = [call for call in calls if call[:2] == ["projects", "add-iam-policy-binding"]]
+    assert sorted(flag(call, "role") for call in bindings) == [
+        "roles/artifactregistry.reader", "roles/container.defaultNodeServiceAccount"]
+    for region, name in [("europe-west1", "hello-production-europe-west1"),
+                         ("europe-west4", "hello-production-europe-west4")]:
+        cluster = production.cluster(name, region)
+        assert cluster["releaseChannel"] == {"channel": "REGULAR"}
+        assert cluster["workloadIdentityConfig"] == {"workloadPool": "hello-platform-production.svc.id.goog"}
+        assert cluster["privateClusterConfig"]["enablePrivateNodes"] is True
+        assert cluster["networkConfig"]["datapathProvider"] == "ADVANCED_DATAPATH"
+        assert len(cluster["locations"]) == 3 and all(z.startswith(region) for z in cluster["locations"])
+        pools = {pool["name"]: pool for pool in cluster["nodePools"]}
+        assert sorted(pools) == ["app", "postgres"]
+        postgres, app = pools["postgres"], pools["app"]
+        assert postgres["initialNodeCount"] == 1 and "autoscaling" not in postgres
+        assert postgres["config"]["labels"] == {"hello-platform/workload": "postgres"}
+        assert postgres["config"]["taints"] == [
+            {"key": "hello-platform/workload", "value": "postgres", "effect": "NO_SCHEDULE"}]
+        assert app["autoscaling"] == {"enabled": True, "minNodeCount": 1, "maxNodeCount": 3,
+                                      "locationPolicy": "BALANCED"}
+        assert "taints" not in app["config"]
+        for pool in (postgres, app):
+            assert pool["config"]["serviceAccount"] == "gke-nodes@hello-platform-production.iam.gserviceaccount.com"
+            assert pool["config"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
+
+
+def test_second_run_changes_nothing(production):
+    code, output, calls = production.run()
+    assert code == 0, output
+    assert writes(calls) == []
+    assert changed_counts(output) == {"europe-west1": 0, "europe-west4": 0}
+
+
+def test_a_changed_pool_size_is_previewed_by_check_then_applied_alone(production):
+    edit_vars(production.inventory / "host_vars/europe-west4.yml", gke_cluster_app_pool_max_nodes_per_zone=5)
+    before = production.snapshot()
+    code, output, calls = production.run("--check")
+    assert code == 0, output
+    assert writes(calls) == []
+    assert production.snapshot() == before
+
+    code, output, calls = production.run()
+    assert code == 0, output
+    assert [call[:4] for call in writes(calls)] == [["container", "node-pools", "update", "app"]]
+    assert flag(writes(calls)[0], "max-nodes") == "5"
+    assert flag(writes(calls)[0], "region") == "europe-west4"
+    assert changed_counts(output) == {"europe-west1": 0, "europe-west4": 1}
+
+    code, output, calls = production.run()
+    assert code == 0 and writes(calls) == [], output
+
+
+def test_a_changed_machine_type_stops_the_run_with_an_explanation(production):
+    edit_vars(production.inventory / "host_vars/europe-west1.yml", gke_cluster_postgres_pool_machine_type="n2-highmem-8")
+    try:
+        code, output, calls = production.run()
+    finally:
+        edit_vars(production.inventory / "host_vars/europe-west1.yml", gke_cluster_postgres_pool_machine_type=...)
+    assert code != 0
+    assert writes(calls) == []
+    text = " ".join(output.split())
+    assert "Node pool postgres of hello-production-europe-west1 runs n2-standard-4" in text
+    assert "Changing these recreates every node of the pool" in text
