@@ -1,0 +1,127 @@
+//! The database goes away under a running service: requests and /readyz answer 503 within a
+//! bound (never hang), and the service recovers by itself when the database is back.
+//! Each test runs its own PostgreSQL container, since it stops it.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use testcontainers::{ImageExt, core::IntoContainerPort, runners::AsyncRunner};
+use testcontainers_modules::postgres::Postgres;
+
+use common::{TestDatabase, assert_error, spawn_on, test_settings};
+
+const BOUND: Duration = Duration::from_secs(4);
+
+fn outage_settings(url: &str) -> hello::config::Settings {
+    let mut settings = test_settings(url);
+    settings.database_connect_timeout = Duration::from_secs(1);
+    settings.database_acquire_timeout = Duration::from_secs(1);
+    settings.request_timeout = Duration::from_secs(3);
+    settings
+}
+
+/// Answers 503 with a JSON error, within [`BOUND`].
+async fn assert_unavailable(app: &common::TestApp, path: &str) {
+    let started = Instant::now();
+    assert_error(app.get(path).await, 503, &[]).await;
+    assert!(
+        started.elapsed() < BOUND,
+        "{path} took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Polls until GET `path` answers 200; the service must recover on its own.
+async fn wait_until_ok(app: &common::TestApp, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if app.get(path).await.status() == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} did not recover");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A frozen database (the container paused: connections open, nothing answers).
+#[tokio::test]
+async fn a_frozen_database_gives_503_within_the_bound_then_recovers() {
+    let container = common::postgres::start_container().await;
+    let port = container.get_host_port_ipv4(5432).await.unwrap();
+    let url = format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres");
+    let app = spawn_on(
+        TestDatabase {
+            url: url.clone(),
+            _dir: None,
+        },
+        &outage_settings(&url),
+    )
+    .await;
+    app.put_birthday("Ann", "1990-06-16")
+        .await
+        .error_for_status()
+        .unwrap();
+
+    container.pause().await.unwrap();
+    assert_unavailable(&app, "/hello/Ann").await;
+    assert_unavailable(&app, "/readyz").await;
+    let started = Instant::now();
+    assert_error(app.put_birthday("Bob", "1990-06-17").await, 503, &[]).await;
+    assert!(
+        started.elapsed() < BOUND,
+        "PUT took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
+
+    container.unpause().await.unwrap();
+    wait_until_ok(&app, "/readyz").await;
+    assert_eq!(
+        app.greeting("Ann").await,
+        "Hello, Ann! Your birthday is in 1 day(s)"
+    );
+}
+
+/// A database that restarts (the container stopped, then started again on the same port).
+#[tokio::test]
+async fn a_restarted_database_gives_503_meanwhile_then_recovers() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (name, tag) = common::postgres::image();
+    let container = Postgres::default()
+        .with_name(name)
+        .with_tag(tag)
+        .with_mapped_port(port, 5432.tcp())
+        .start()
+        .await
+        .expect("start PostgreSQL (see tests/common/postgres.rs)");
+    let url = format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres");
+    let app = spawn_on(
+        TestDatabase {
+            url: url.clone(),
+            _dir: None,
+        },
+        &outage_settings(&url),
+    )
+    .await;
+    app.put_birthday("Ann", "1990-06-16")
+        .await
+        .error_for_status()
+        .unwrap();
+
+    container.stop().await.unwrap();
+    assert_unavailable(&app, "/hello/Ann").await;
+    assert_unavailable(&app, "/readyz").await;
+
+    container.start().await.unwrap();
+    wait_until_ok(&app, "/readyz").await;
+    assert_eq!(
+        app.greeting("Ann").await,
+        "Hello, Ann! Your birthday is in 1 day(s)"
+    );
+    assert_eq!(app.put_birthday("Bob", "1990-06-17").await.status(), 204);
+}
