@@ -45,30 +45,35 @@ async fn wait_until_ok(app: &common::TestApp, path: &str) {
     }
 }
 
-/// A frozen database (the container paused: connections open, nothing answers).
-#[tokio::test]
-async fn a_frozen_database_gives_503_within_the_bound_then_recovers() {
-    let container = common::postgres::start_container().await;
-    let port = container.get_host_port_ipv4(5432).await.unwrap();
+/// Runs the service on the database at `port`, saves a date, takes the database away with
+/// `go_down`: every answer is then a 503 within the bound (and /healthz stays 200); brings it
+/// back with `come_back`: the service recovers without a restart.
+async fn survives_an_outage(
+    port: u16,
+    go_down: impl Future<Output = ()>,
+    come_back: impl Future<Output = ()>,
+) {
     let url = format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres");
-    let app = spawn_on(
-        TestDatabase {
-            url: url.clone(),
-            _dir: None,
-        },
-        &outage_settings(&url),
-    )
-    .await;
+    let database = TestDatabase {
+        url: url.clone(),
+        _dir: None,
+    };
+    let app = spawn_on(database, &outage_settings(&url)).await;
     app.put_birthday("Ann", "1990-06-16")
         .await
         .error_for_status()
         .unwrap();
 
-    container.pause().await.unwrap();
+    go_down.await;
     assert_unavailable(&app, "/hello/Ann").await;
     assert_unavailable(&app, "/readyz").await;
     let started = Instant::now();
-    assert_error(app.put_birthday("Bob", "1990-06-17").await, 503, &[]).await;
+    assert_error(
+        app.put_birthday("Bob", "1990-06-17").await,
+        503,
+        &["database"],
+    )
+    .await;
     assert!(
         started.elapsed() < BOUND,
         "PUT took {:?}",
@@ -76,12 +81,24 @@ async fn a_frozen_database_gives_503_within_the_bound_then_recovers() {
     );
     assert_eq!(app.get("/healthz").await.status(), 200);
 
-    container.unpause().await.unwrap();
+    come_back.await;
     wait_until_ok(&app, "/readyz").await;
     assert_eq!(
         app.greeting("Ann").await,
         "Hello, Ann! Your birthday is in 1 day(s)"
     );
+    assert_eq!(app.put_birthday("Bob", "1990-06-17").await.status(), 204);
+}
+
+/// A frozen database (the container paused: connections stay open, nothing answers).
+#[tokio::test]
+async fn a_frozen_database_gives_503_within_the_bound_then_recovers() {
+    let container = common::postgres::start_container().await;
+    let port = container.get_host_port_ipv4(5432).await.unwrap();
+    survives_an_outage(port, async { container.pause().await.unwrap() }, async {
+        container.unpause().await.unwrap()
+    })
+    .await;
 }
 
 /// A database that restarts (the container stopped, then started again on the same port).
@@ -99,29 +116,8 @@ async fn a_restarted_database_gives_503_meanwhile_then_recovers() {
         .start()
         .await
         .expect("start PostgreSQL (see tests/common/postgres.rs)");
-    let url = format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres");
-    let app = spawn_on(
-        TestDatabase {
-            url: url.clone(),
-            _dir: None,
-        },
-        &outage_settings(&url),
-    )
+    survives_an_outage(port, async { container.stop().await.unwrap() }, async {
+        container.start().await.unwrap()
+    })
     .await;
-    app.put_birthday("Ann", "1990-06-16")
-        .await
-        .error_for_status()
-        .unwrap();
-
-    container.stop().await.unwrap();
-    assert_unavailable(&app, "/hello/Ann").await;
-    assert_unavailable(&app, "/readyz").await;
-
-    container.start().await.unwrap();
-    wait_until_ok(&app, "/readyz").await;
-    assert_eq!(
-        app.greeting("Ann").await,
-        "Hello, Ann! Your birthday is in 1 day(s)"
-    );
-    assert_eq!(app.put_birthday("Bob", "1990-06-17").await.status(), 204);
 }
