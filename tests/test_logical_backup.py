@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
+import subprocess
 import uuid
 
 import pytest
-from conftest import run_script
+from conftest import REPO, TestDatabase, free_port, run_script
 
 CLUSTER = "hello-db"
 SEED_USERS = 5000
@@ -95,8 +98,6 @@ def test_backup_list_download_restore_round_trip(
     )
     assert restored.returncode == 0, restored.stderr
     try:
-        from conftest import TestDatabase
-
         copy = TestDatabase(scratch_postgres_server, target)
         for table, order in (("users", "username"), ("seaql_migrations", "version"), ("documents", "id")):
             original = rows(seeded_database, table, order)
@@ -118,8 +119,6 @@ def test_wrong_password_fails_at_connect_and_uploads_nothing(postgres_database, 
 
 
 def test_wrong_port_fails_at_connect(postgres_database, gcs_emulator, gcs_bucket):
-    from conftest import free_port
-
     dsn = f"postgresql://postgres:x@127.0.0.1:{free_port()}/{postgres_database.name}"
     done = backup(dsn, gcs_bucket, gcs_emulator.env())
     assert done.returncode == 1
@@ -152,8 +151,6 @@ def test_missing_bucket_fails_before_dumping(seeded_database, gcs_emulator):
 
 
 def test_unreachable_storage_fails_at_bucket(seeded_database):
-    from conftest import free_port
-
     done = backup(seeded_database.dsn, "any", {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}"})
     assert done.returncode == 1
     assert "bucket failed" in done.stderr and "no answer from" in done.stderr
@@ -252,8 +249,6 @@ def test_download_altered_in_transit_is_refused(seeded_database, gcs_emulator, g
 
 
 def test_without_workload_identity_the_backup_names_it(seeded_database):
-    from conftest import free_port
-
     env = {"STORAGE_EMULATOR_HOST": "", "GOOGLE_OAUTH_ACCESS_TOKEN": "", "GCE_METADATA_HOST": f"127.0.0.1:{free_port()}"}
     done = backup(seeded_database.dsn, "hello-backups", env)
     assert done.returncode == 1
@@ -282,3 +277,35 @@ def test_missing_settings_are_named(gcs_emulator):
     done = run_script("pg-dump-to-gcs", "backup", "--bucket", "b", "--cluster", CLUSTER, "--dsn", "x", env={"BACKUP_KEEP_NEWEST": "-1"})
     assert done.returncode == 2
     assert "BACKUP_KEEP_NEWEST='-1' is not valid" in done.stderr
+
+
+def test_pgtools_image_runs_the_backup(seeded_database, gcs_emulator, gcs_bucket, tmp_path):
+    """images/pgtools/Dockerfile builds on the test PostgreSQL image and its scripts work inside."""
+    base = os.environ.get("HELLO_POSTGRES_IMAGE")
+    if not base or not shutil.which("docker"):
+        pytest.skip("needs Docker and HELLO_POSTGRES_IMAGE (scripts/test sets it from scripts/airgap-images --print-env)")
+    # The context holds only what the Dockerfile's ignore file lets through.
+    context = tmp_path / "context"
+    for relative in ("scripts/lib/hello_pgtools", "scripts/pg-dump-to-gcs", "scripts/restore-drill", "scripts/heartbeat"):
+        source = REPO / relative
+        if source.is_dir():
+            shutil.copytree(source, context / relative, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (context / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, context / relative)
+    # A fixed tag keeps Docker's layer cache warm for the next run.
+    tag = "hello-pgtools:test"
+    built = subprocess.run(
+        ["docker", "build", "-q", "-f", str(REPO / "images/pgtools/Dockerfile"),
+         "--build-arg", f"PGTOOLS_BASE_IMAGE={base}", "-t", tag, str(context)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", "-e", f"STORAGE_EMULATOR_HOST={gcs_emulator.url}",
+         "-e", f"DATABASE_URL={seeded_database.dsn}", "-e", f"BACKUP_BUCKET={gcs_bucket}",
+         "-e", f"BACKUP_CLUSTER={CLUSTER}", tag, "pg-dump-to-gcs", "backup"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert object_names(gcs_emulator, gcs_bucket) == [json.loads(ran.stdout)["name"]]

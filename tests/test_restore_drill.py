@@ -19,7 +19,7 @@ import re
 import threading
 
 import pytest
-from conftest import run_script
+from conftest import free_port, run_script, start_standby
 
 CLUSTER = "hello-db"
 ENVIRONMENT = "test"
@@ -244,8 +244,6 @@ def test_verify_checks_a_database_restored_elsewhere(primary, gcs_emulator, gcs_
 
 
 def test_verify_fails_on_a_copy_still_in_recovery(primary, postgres_server, gcs_emulator, gcs_bucket):
-    from conftest import start_standby
-
     standby = start_standby(postgres_server)
     try:
         done = run_script(
@@ -275,8 +273,6 @@ def test_a_report_that_cannot_be_written_fails_the_drill(primary, gcs_emulator):
 
 
 def test_an_unreachable_pushgateway_fails_the_drill(primary, gcs_emulator, gcs_bucket):
-    from conftest import free_port
-
     done = run_script(
         "restore-drill", "verify", "--dsn", primary.dsn, "--rto-seconds", "1", "--cluster", CLUSTER,
         "--report-bucket", gcs_bucket, "--max-rto-seconds", "60", "--max-rpo-seconds", "600",
