@@ -129,3 +129,60 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnAcquireErr, RuntimeErr};
+
+    use super::*;
+
+    fn sqlx_error(error: sqlx::Error) -> DbErr {
+        DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(error)))
+    }
+
+    #[test]
+    fn outages_are_503_and_faults_500() {
+        let outages = [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            DbErr::Conn(RuntimeErr::Internal("refused".to_owned())),
+            sqlx_error(sqlx::Error::PoolTimedOut),
+            sqlx_error(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            ))),
+        ];
+        for error in outages {
+            assert_eq!(
+                ApiError::from(error).status_code(),
+                StatusCode::SERVICE_UNAVAILABLE
+            );
+        }
+        let faults = [
+            DbErr::Custom("bug".to_owned()),
+            DbErr::Query(RuntimeErr::Internal("no such table".to_owned())),
+            sqlx_error(sqlx::Error::RowNotFound),
+        ];
+        for error in faults {
+            assert_eq!(
+                ApiError::from(error).status_code(),
+                StatusCode::INTERNAL_SERVER_ERROR
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn server_errors_say_nothing_internal() {
+        let error = ApiError::from(DbErr::Custom(
+            "password=hunter2 in some driver text".to_owned(),
+        ));
+        let response = error.into_response();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "internal error: try again, and report it if it persists"})
+        );
+    }
+}

@@ -2,6 +2,8 @@
 //! deployments) or text, on stdout. Request spans carry the request id, so every line logged
 //! while serving a request names it.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::LogFormat;
@@ -26,7 +28,10 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
                     .with_span_list(true),
             )
             .try_init()?,
-        LogFormat::Text => registry.with(fmt::layer()).try_init()?,
+        // Colours only for a person at a terminal, never into files or log collectors.
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .try_init()?,
     }
     Ok(())
 }
