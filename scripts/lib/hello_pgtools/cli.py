@@ -63,6 +63,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """a whole number >= 1"""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def positive_float(text: str) -> float:
     """a number of seconds > 0"""
     value = float(text)

@@ -18,6 +18,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from . import logical
 from .errors import StepFailed
@@ -205,7 +206,7 @@ def _check_heartbeat(drill: Drill, db: Database) -> None:
 
 def run_logical(
     drill: Drill, gcs: Gcs, folder: logical.DumpFolder, target: Database, scratch: str,
-    expected_migration: str | None, tables: list[TableMinimum], keep_scratch: bool, log,
+    expected_migration: str | None, tables: list[TableMinimum], keep_scratch: bool, log: Callable[[str], None],
 ) -> None:
     """Restore the newest dump of ``folder`` into database ``scratch`` on the target's server,
     verify it, and drop it again (unless ``keep_scratch``)."""
