@@ -89,22 +89,18 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The documented defaults, ignoring the environment (for tests and embedding).
+    /// The documented defaults, ignoring the environment (for tests and embedding): an empty
+    /// command line parsed with every `env` source removed, so the defaults are written once,
+    /// in the attributes above.
     pub fn defaults() -> Self {
-        let defaults = Cli::command_defaults();
-        defaults.settings
-    }
-}
-
-impl Cli {
-    fn command_defaults() -> Self {
         use clap::{CommandFactory, FromArgMatches};
-        // Parsing an empty command line with every `env` source removed yields the defaults
-        // written once, in the attributes above.
-        let command = Self::command().mut_args(|arg| arg.env(None::<&str>));
-        let matches = command.get_matches_from(["hello"]);
-        match Self::from_arg_matches(&matches) {
-            Ok(cli) => cli,
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&str>));
+        let parsed = command
+            .try_get_matches_from(["hello"])
+            .and_then(|matches| Cli::from_arg_matches(&matches));
+        match parsed {
+            Ok(cli) => cli.settings,
+            // Every default is a valid value (a unit test parses them), so this cannot happen.
             Err(error) => error.exit(),
         }
     }

@@ -24,12 +24,13 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// The process-wide recorder's handle, installing the recorder on first use.
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new();
-        let builder = match builder.set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), DURATION_BUCKETS) {
-            Ok(builder) => builder,
-            // Only an empty bucket list is refused, and the list above is not empty.
-            Err(error) => unreachable!("latency buckets refused: {error}"),
-        };
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_owned()), DURATION_BUCKETS)
+            .unwrap_or_else(|error| {
+                // Only an empty bucket list is refused; a summary is the fallback.
+                tracing::warn!(%error, "latency buckets refused");
+                PrometheusBuilder::new()
+            });
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if let Err(error) = metrics::set_global_recorder(recorder) {

@@ -52,6 +52,7 @@ pub enum ServeError {
 
 pub struct Application {
     listener: TcpListener,
+    local_addr: SocketAddr,
     state: AppState,
     drain_period: Duration,
     shutdown_timeout: Duration,
@@ -79,6 +80,10 @@ impl Application {
                 addr: settings.listen_addr,
                 source,
             })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.listen_addr,
+            source,
+        })?;
         let state = AppState {
             store,
             clock,
@@ -88,6 +93,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            local_addr,
             state,
             drain_period: settings.drain_period,
             shutdown_timeout: settings.shutdown_timeout,
@@ -96,9 +102,7 @@ impl Application {
 
     /// The address actually bound (the port is chosen by the system when LISTEN_ADDR ends in :0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.local_addr
     }
 
     pub fn store(&self) -> &Store {
@@ -122,6 +126,7 @@ impl Application {
             state,
             drain_period,
             shutdown_timeout,
+            ..
         } = self;
         let lifecycle = state.lifecycle.clone();
         let app = routes::router(state);

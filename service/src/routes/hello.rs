@@ -17,7 +17,9 @@ struct UsernameParam {
     username: String,
 }
 
-/// The body of `PUT /hello/{username}`; no other field is accepted.
+/// The body of `PUT /hello/{username}`; no other field is accepted. It is parsed by hand (see
+/// `extract`) to name each problem; the serde attributes give the documented schema its
+/// field names and `additionalProperties: false`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SaveBirthday {
