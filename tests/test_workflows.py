@@ -73,7 +73,7 @@ def test_the_repository_workflows_pass_the_check(scratch):
         pytest.param("workflows/ci.yml", "run: scripts/test images rust",
                      'run: echo "${{ github.event.pull_request.title }}" && scripts/test images rust',
                      "template-injection", id="expression expanded into a script"),
-        pytest.param("kind/load-generator.yml", "restartPolicy: Never", "restartPolicyy: Never",
+        pytest.param("kind/manifests/load-generator.yml", "restartPolicy: Never", "restartPolicyy: Never",
                      "hello-load-generator", id="invalid Kubernetes object"),
     ],
 )
@@ -154,3 +154,47 @@ def test_ci_runs_the_repository_test_stages():
              for step in job["steps"]]
     assert "scripts/test images rust" in steps
     assert "scripts/test bootstrap ansible diagrams workflows python" in steps
+
+
+@pytest.fixture
+def record_tree(tmp_path):
+    """A tree with .github/scripts/release-record.py and an environment `rehearsal`."""
+    (tmp_path / ".github" / "scripts").mkdir(parents=True)
+    shutil.copy2(REPO / ".github/scripts/release-record.py", tmp_path / ".github/scripts")
+    (tmp_path / "inventories" / "rehearsal").mkdir(parents=True)
+    (tmp_path / "build" / "rehearsal").mkdir(parents=True)
+    return tmp_path
+
+
+def release_record(tree: Path, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(REPO / ".venv/bin/python"), str(tree / ".github/scripts/release-record.py"), *arguments],
+        capture_output=True, text=True, check=False,
+    )
+
+
+def test_the_digest_is_read_from_the_image_playbooks_record(record_tree):
+    digest = "sha256:" + "0123456789abcdef" * 4
+    (record_tree / "build/rehearsal/image.yml").write_text(
+        f"---\nhello_image_digest: {digest}\nhello_image_version: \"0.1.0\"\n")
+    result = release_record(record_tree, "image-digest", "rehearsal")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == digest
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    (None, "build/rehearsal/image.yml is missing: did playbooks/image.yml run for rehearsal?"),
+    ("---\nhello_image_digest: latest\n", "holds no sha256 digest (found 'latest')"),
+])
+def test_a_missing_or_wrong_record_stops_the_release(record_tree, record, message):
+    if record is not None:
+        (record_tree / "build/rehearsal/image.yml").write_text(record)
+    result = release_record(record_tree, "image-digest", "rehearsal")
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_an_unknown_environment_is_refused(record_tree):
+    result = release_record(record_tree, "image-digest", "nowhere")
+    assert result.returncode == 1
+    assert "no inventory inventories/nowhere" in result.stderr

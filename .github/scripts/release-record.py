@@ -18,11 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-# Where playbooks/image.yml records the digest it pushed (roles/image).
-IMAGE_RECORD = "build/{environment}/image.json"
+# Where playbooks/image.yml records the digest it pushed (roles/image, image_record_file).
+IMAGE_RECORD = "build/{environment}/image.yml"
 SERVICE_NAMESPACE_VARIABLE = "hello_app_namespace"
 DEFAULT_NAMESPACE = "hello"
 
@@ -36,7 +38,7 @@ def image_digest(environment: str) -> str:
     record = ROOT / IMAGE_RECORD.format(environment=environment)
     if not record.is_file():
         fail(f"{record.relative_to(ROOT)} is missing: did playbooks/image.yml run for {environment}?")
-    digest = json.loads(record.read_text()).get("digest", "")
+    digest = str((yaml.safe_load(record.read_text()) or {}).get("hello_image_digest", ""))
     if not DIGEST.fullmatch(digest):
         fail(f"{record.relative_to(ROOT)} holds no sha256 digest (found {digest!r})")
     return digest
