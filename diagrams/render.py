@@ -46,7 +46,13 @@ def normalised_source() -> str:
 
 
 def renderer() -> str:
-    """What decides the exact bytes of a rendering: the Graphviz version and the font used."""
+    """What decides the exact bytes of a rendering: the system (its cairo and pango), the
+    Graphviz version and the font it finds for Sans-Serif."""
+    release = Path("/etc/os-release")
+    fields = dict(
+        line.split("=", 1) for line in release.read_text().splitlines() if "=" in line
+    ) if release.exists() else {}
+    system = f"{fields.get('ID', 'unknown')} {fields.get('VERSION_ID', '')}".replace('"', "").strip()
     version = subprocess.run(
         ["dot", "-V"], capture_output=True, text=True, check=True
     ).stderr.strip()
@@ -56,7 +62,7 @@ def renderer() -> str:
         text=True,
         check=False,
     ).stdout.strip()
-    return f"{version}; font {Path(font).name or 'unknown'}"
+    return f"{system}; {version}; font {Path(font).name or 'unknown'}"
 
 
 def stamp(source: str) -> str:
@@ -162,7 +168,7 @@ def check() -> list[str]:
         found = read_stamp(fmt, content)
         if found is None:
             problems.append(f"{path.name} carries no {STAMP_KEY} stamp ({fix})")
-        elif found.split(";")[0] != expected.split(";")[0]:
+        elif found.split(";")[0] != expected.split(";")[0]:  # the source hash
             problems.append(f"{path.name} was rendered from another source ({fix})")
         elif found == expected and content != fresh:
             problems.append(f"{path.name} differs from a fresh rendering by the same "

@@ -153,7 +153,7 @@ def test_ci_runs_the_repository_test_stages():
     steps = [step.get("run", "") for job in load(REPO / ".github/workflows/ci.yml")["jobs"].values()
              for step in job["steps"]]
     assert "scripts/test images rust" in steps
-    assert "scripts/test bootstrap ansible diagrams workflows python" in steps
+    assert "scripts/test bootstrap images ansible workflows diagrams python" in steps
 
 
 @pytest.fixture
