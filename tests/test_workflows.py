@@ -135,7 +135,13 @@ def test_deploy_offers_both_environments_one_release_at_a_time():
     assert choice["type"] == "choice" and choice["options"] == ["staging", "production"]
     assert workflow["concurrency"] == {
         "group": "deploy-${{ inputs.environment }}", "cancel-in-progress": False}
-    assert workflow["jobs"]["deploy"]["environment"] == "${{ inputs.environment }}"
+    job = workflow["jobs"]["deploy"]
+    assert job["environment"] == "${{ inputs.environment }}"
+    # roles/preflight refuses to change production without this confirmation.
+    assert "-e hello_confirm_environment=${{ inputs.environment }}" in job["env"]["PLAYBOOK_ARGS"]
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    assert "ansible-playbook $PLAYBOOK_ARGS playbooks/image.yml" in runs
+    assert 'ansible-playbook $PLAYBOOK_ARGS playbooks/deploy.yml -e "hello_image_digest=$HELLO_IMAGE_DIGEST"' in runs
 
 
 def test_the_restore_drill_runs_weekly_and_keeps_its_report():
