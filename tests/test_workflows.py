@@ -7,6 +7,7 @@ unbroken copy passing proves every failure below comes from its one change.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -164,17 +165,17 @@ def test_ci_runs_the_repository_test_stages():
 
 @pytest.fixture
 def record_tree(tmp_path):
-    """A tree with .github/scripts/release-record.py and an environment `rehearsal`."""
+    """A tree with .github/scripts/environment.py and an environment `rehearsal`."""
     (tmp_path / ".github" / "scripts").mkdir(parents=True)
-    shutil.copy2(REPO / ".github/scripts/release-record.py", tmp_path / ".github/scripts")
+    shutil.copy2(REPO / ".github/scripts/environment.py", tmp_path / ".github/scripts")
     (tmp_path / "inventories" / "rehearsal").mkdir(parents=True)
     (tmp_path / "build" / "rehearsal").mkdir(parents=True)
     return tmp_path
 
 
-def release_record(tree: Path, *arguments: str) -> subprocess.CompletedProcess:
+def environment_script(tree: Path, *arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(REPO / ".venv/bin/python"), str(tree / ".github/scripts/release-record.py"), *arguments],
+        [str(REPO / ".venv/bin/python"), str(tree / ".github/scripts/environment.py"), *arguments],
         capture_output=True, text=True, check=False,
     )
 
@@ -183,7 +184,7 @@ def test_the_digest_is_read_from_the_image_playbooks_record(record_tree):
     digest = "sha256:" + "0123456789abcdef" * 4
     (record_tree / "build/rehearsal/image.yml").write_text(
         f"---\nhello_image_digest: {digest}\nhello_image_version: \"0.1.0\"\n")
-    result = release_record(record_tree, "image-digest", "rehearsal")
+    result = environment_script(record_tree, "image-digest", "rehearsal")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == digest
 
@@ -195,12 +196,40 @@ def test_the_digest_is_read_from_the_image_playbooks_record(record_tree):
 def test_a_missing_or_wrong_record_stops_the_release(record_tree, record, message):
     if record is not None:
         (record_tree / "build/rehearsal/image.yml").write_text(record)
-    result = release_record(record_tree, "image-digest", "rehearsal")
+    result = environment_script(record_tree, "image-digest", "rehearsal")
     assert result.returncode == 1
     assert message in result.stderr
 
 
 def test_an_unknown_environment_is_refused(record_tree):
-    result = release_record(record_tree, "image-digest", "nowhere")
+    result = environment_script(record_tree, "image-digest", "nowhere")
     assert result.returncode == 1
     assert "no inventory inventories/nowhere" in result.stderr
+
+
+@pytest.mark.parametrize(("gcloud_exit", "expected"), [
+    (0, "kubeconfig contexts written for every cluster of staging"),
+    (1, "no credentials for europe-west1: ERROR: permission denied on hello-staging-europe-west1"),
+])
+def test_credentials_are_fetched_for_every_cluster_of_the_inventory(record_tree, gcloud_exit, expected):
+    shutil.copytree(REPO / "inventories/staging", record_tree / "inventories/staging")
+    (record_tree / ".venv").symlink_to(REPO / ".venv")
+    calls = record_tree / "gcloud-calls"
+    fake = record_tree / "bin" / "gcloud"
+    fake.parent.mkdir()
+    fake.write_text(f"""#!/bin/sh
+echo "$*" >> {calls}
+[ {gcloud_exit} -eq 0 ] || {{ echo "ERROR: permission denied on $4" >&2; exit {gcloud_exit}; }}
+""")
+    fake.chmod(0o755)
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/python"), str(record_tree / ".github/scripts/environment.py"), "credentials", "staging"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"},
+    )
+    assert expected in result.stdout + result.stderr
+    assert result.returncode == (0 if gcloud_exit == 0 else 1)
+    project = yaml.safe_load((REPO / "inventories/staging/group_vars/all/gcp.yml").read_text())["gcp_project"]
+    assert calls.read_text().split() == [
+        "container", "clusters", "get-credentials", "hello-staging-europe-west1",
+        "--region=europe-west1", f"--project={project}", "--quiet"]

@@ -1,12 +1,14 @@
-"""What a release workflow reports: the digest the image playbook recorded, and the live slot.
+"""What the deploy and drill workflows need from an environment's inventory and clusters.
 
-    release-record.py image-digest ENV   print the digest playbooks/image.yml recorded for ENV
-    release-record.py summary ENV        print a Markdown job summary: the released digest
-                                         ($HELLO_IMAGE_DIGEST) and, for every cluster of ENV,
-                                         the slot its Service `hello` selects
+    environment.py image-digest ENV   print the digest playbooks/image.yml recorded for ENV
+    environment.py credentials ENV    fetch kubeconfig credentials for every cluster of ENV
+                                      (the playbooks address each cluster by its context)
+    environment.py summary ENV        print a Markdown job summary: the released digest
+                                      ($HELLO_IMAGE_DIGEST) and, for every cluster of ENV,
+                                      the slot its Service `hello` selects
 
-The live slot is read from each cluster, the only record of it; the clusters come from
-`ansible-inventory -i inventories/ENV` and the credentials from gcloud (already authenticated).
+The clusters come from `ansible-inventory -i inventories/ENV`; gcloud must be authenticated.
+The live slot is read from each cluster, the only record of it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ DEFAULT_NAMESPACE = "hello"
 
 
 def fail(message: str) -> None:
-    print(f"release-record: {message}", file=sys.stderr)
+    print(f"environment.py: {message}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -62,18 +64,36 @@ def _group_hosts(inventory: dict, group: str):
         yield from _group_hosts(inventory, child)
 
 
-def live_slot(cluster: dict, project: str) -> str:
-    """The slot the Service `hello` selects in one cluster, or why it could not be read."""
-    name, region = cluster.get("gke_cluster_name"), cluster.get("gke_region")
-    context = f"gke_{project}_{region}_{name}"
-    credentials = subprocess.run(
-        ["gcloud", "container", "clusters", "get-credentials", str(name),
-         f"--region={region}", f"--project={project}", "--quiet"],
+def fetch_credentials(cluster: dict) -> str | None:
+    """Writes the cluster's kubeconfig context (gke_<project>_<region>_<name>); None when it
+    worked, else gcloud's reason."""
+    result = subprocess.run(
+        ["gcloud", "container", "clusters", "get-credentials", str(cluster.get("gke_cluster_name")),
+         f"--region={cluster.get('gke_region')}", f"--project={cluster.get('gcp_project')}", "--quiet"],
         capture_output=True, text=True, check=False,
     )
-    if credentials.returncode != 0:
-        reason = (credentials.stderr.strip().splitlines() or ["gcloud failed"])[-1]
+    if result.returncode == 0:
+        return None
+    return (result.stderr.strip().splitlines() or ["gcloud failed"])[-1]
+
+
+def credentials(environment: str) -> str:
+    failures = {}
+    for cluster in clusters(environment):
+        reason = fetch_credentials(cluster)
+        if reason is not None:
+            failures[cluster["inventory_hostname"]] = reason
+    if failures:
+        fail("no credentials for " + "; ".join(f"{host}: {why}" for host, why in failures.items()))
+    return f"kubeconfig contexts written for every cluster of {environment}"
+
+
+def live_slot(cluster: dict) -> str:
+    """The slot the Service `hello` selects in one cluster, or why it could not be read."""
+    reason = fetch_credentials(cluster)
+    if reason is not None:
         return f"unknown (no credentials: {reason})"
+    context = f"gke_{cluster.get('gcp_project')}_{cluster.get('gke_region')}_{cluster.get('gke_cluster_name')}"
     namespace = cluster.get(SERVICE_NAMESPACE_VARIABLE, DEFAULT_NAMESPACE)
     selector = subprocess.run(
         ["kubectl", "--context", context, "--namespace", namespace, "get", "service", "hello",
@@ -90,14 +110,13 @@ def summary(environment: str) -> str:
     lines = [f"## Release to {environment}", "", f"Image digest: `{digest}`", "",
              "| cluster | region | live slot |", "| --- | --- | --- |"]
     for cluster in clusters(environment):
-        project = cluster.get("gcp_project", "")
         lines.append(f"| {cluster.get('gke_cluster_name', cluster['inventory_hostname'])} "
-                     f"| {cluster.get('gke_region', '')} | {live_slot(cluster, project)} |")
+                     f"| {cluster.get('gke_region', '')} | {live_slot(cluster)} |")
     return "\n".join(lines) + "\n"
 
 
 def main(arguments: list[str]) -> int:
-    commands = {"image-digest": image_digest, "summary": summary}
+    commands = {"image-digest": image_digest, "credentials": credentials, "summary": summary}
     if len(arguments) != 2 or arguments[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2
