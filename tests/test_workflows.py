@@ -147,6 +147,8 @@ def test_deploy_offers_both_environments_one_release_at_a_time():
 
 def test_the_restore_drill_runs_weekly_and_keeps_its_report():
     workflow = load(REPO / ".github/workflows/restore-drill.yml")
+    # Not the release environment: its required reviewers would hold every scheduled run.
+    assert workflow["jobs"]["drill"]["environment"] == "restore-drill-${{ inputs.environment || 'production' }}"
     (schedule,) = workflow["on"]["schedule"]
     minute, hour, day_of_month, month, day_of_week = schedule["cron"].split()
     assert (day_of_month, month) == ("*", "*") and day_of_week.isdigit()
