@@ -7,3 +7,4 @@ mod errors;
 mod greetings;
 mod lifecycle;
 mod operations;
+mod schema;
