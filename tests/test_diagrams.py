@@ -110,3 +110,13 @@ def test_the_readme_shows_the_diagram_under_its_title():
     lines = [line for line in (REPO / "README.md").read_text().splitlines() if line.strip()]
     assert lines[0].startswith("# ")
     assert lines[1] == "![Architecture](diagrams/architecture.png)"
+
+
+def test_the_check_does_not_depend_on_where_the_virtualenv_is_reached(diagrams_copy, tmp_path):
+    # A .venv that is a symbolic link to another one (as in a second checkout) names the icons
+    # by the link's path; the committed source must still match.
+    linked = tmp_path / "linked-venv"
+    linked.symlink_to(REPO / ".venv")
+    result = subprocess.run([str(linked / "bin" / "python"), str(diagrams_copy / "render.py"), "--check"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
