@@ -297,3 +297,14 @@ def test_heartbeat_fails_loudly_on_a_bad_connection(postgres_server, postgres_da
     done = run_script("heartbeat", "--dsn", postgres_server.dsn(postgres_database.name, password="wrong"))
     assert done.returncode == 1
     assert done.stderr.startswith("heartbeat: write-heartbeat failed:") and "password authentication failed" in done.stderr
+
+
+def test_heartbeat_refuses_to_write_on_a_standby(postgres_server, postgres_database):
+    assert run_script("heartbeat", "--dsn", postgres_database.dsn).returncode == 0
+    standby = start_standby(postgres_server)
+    try:
+        done = run_script("heartbeat", "--dsn", standby.dsn(postgres_database.name))
+    finally:
+        standby.stop()
+    assert done.returncode == 1
+    assert "write-heartbeat failed" in done.stderr and "read-only transaction" in done.stderr

@@ -68,14 +68,15 @@ class _MetadataServerToken:
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 body = json.load(response)
-        except (urllib.error.URLError, OSError, ValueError) as error:
+            token = body["access_token"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as error:
             raise GcsError(
                 None,
                 f"no access token from the metadata server {self._url} ({error}); "
                 "Workload Identity must bind the pod's Kubernetes service account to a "
                 "Google service account, or set GOOGLE_OAUTH_ACCESS_TOKEN",
             ) from error
-        self._token = body["access_token"]
+        self._token = token
         self._expires = time.monotonic() + int(body.get("expires_in", 300)) - 60
         return self._token
 
