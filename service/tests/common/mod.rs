@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: a running application on a real socket, against
 //! SQLite or PostgreSQL, with a pinned clock and typed request helpers.
+// Each test binary uses a part of these helpers.
 #![allow(dead_code)]
 
 pub mod postgres;
