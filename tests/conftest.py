@@ -19,10 +19,12 @@ Google Cloud Storage
   ``gcs_bucket``    a fresh bucket in the emulator for one test; its value is the name
 
 Faults
-  ``tcp_proxy``     factory: ``tcp_proxy(port, cut_after=N | flip_at=N | flip_reply_at=N)``
-                    forwards to 127.0.0.1:port; for requests that start with PUT it either
-                    closes the connection after N bytes or flips the byte at offset N, and
-                    for media downloads (``alt=media``) it flips byte N of the reply; returns the
+  ``tcp_proxy``     factory: ``tcp_proxy(port, cut_after=N | flip_at=N | flip_reply_at=N |
+                    garble_reply_md5=True)`` forwards to 127.0.0.1:port; for requests that
+                    start with PUT it either closes the connection after N bytes or flips
+                    the byte at offset N (or, with ``garble_reply_md5``, changes the MD5 the
+                    reply reports), and for media downloads (``alt=media``) it flips byte N
+                    of the reply; returns the
                     proxy (``port``, ``faults``: how many faults it caused). For
                     provoking interrupted and corrupted uploads.
 
@@ -313,8 +315,12 @@ def gcs_bucket(gcs_emulator):
 
 
 class _FaultyProxy(threading.Thread):
-    def __init__(self, target_port: int, cut_after: int | None, flip_at: int | None, flip_reply_at: int | None):
+    def __init__(
+        self, target_port: int, cut_after: int | None, flip_at: int | None, flip_reply_at: int | None,
+        garble_reply_md5: bool,
+    ):
         super().__init__(daemon=True)
+        self.garble_reply_md5 = garble_reply_md5
         self.target_port = target_port
         self.cut_after = cut_after
         self.flip_at = flip_at
@@ -350,7 +356,8 @@ class _FaultyProxy(threading.Thread):
                 if is_put is None:
                     is_put = data.startswith(b"PUT ")
                     flip = self.flip_reply_at if b"alt=media" in data.split(b"\r\n", 1)[0] else None
-                    threading.Thread(target=self._pipe, args=(upstream, client, flip), daemon=True).start()
+                    garble = self.garble_reply_md5 and is_put
+                    threading.Thread(target=self._pipe, args=(upstream, client, flip, garble), daemon=True).start()
                 if is_put and self.cut_after is not None and offset + len(data) > self.cut_after:
                     upstream.sendall(data[: self.cut_after - offset])
                     self.faults += 1
@@ -369,10 +376,17 @@ class _FaultyProxy(threading.Thread):
                 offset += len(data)
                 upstream.sendall(data)
 
-    def _pipe(self, source: socket.socket, sink: socket.socket, flip_at: int | None) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, flip_at: int | None, garble_md5: bool = False) -> None:
         offset = 0
         try:
             while data := source.recv(65536):
+                marker = data.find(b'"md5Hash": "') if garble_md5 else -1
+                if marker >= 0:
+                    # Same length, another base64 digit: the JSON stays valid, the MD5 is wrong.
+                    at = marker + len(b'"md5Hash": "')
+                    data = data[:at] + (b"B" if data[at:at + 1] == b"A" else b"A") + data[at + 1:]
+                    garble_md5 = False
+                    self.faults += 1
                 if flip_at is not None and offset <= flip_at < offset + len(data):
                     data = bytearray(data)
                     data[flip_at - offset] ^= 0xFF
@@ -399,8 +413,9 @@ def tcp_proxy():
 
     def start(
         target_port: int, cut_after: int | None = None, flip_at: int | None = None, flip_reply_at: int | None = None,
+        garble_reply_md5: bool = False,
     ) -> _FaultyProxy:
-        proxy = _FaultyProxy(target_port, cut_after, flip_at, flip_reply_at)
+        proxy = _FaultyProxy(target_port, cut_after, flip_at, flip_reply_at, garble_reply_md5)
         proxy.start()
         proxies.append(proxy)
         return proxy
