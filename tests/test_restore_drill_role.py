@@ -1,0 +1,109 @@
+"""roles/restore_drill up to the cluster boundary, with real parts.
+
+The role reads a drill's JSON report from its Job's log, where the pod's standard output (the
+report) and standard error (progress and the metrics line) arrive on one stream. Here the
+real scripts/restore-drill verifies a real PostgreSQL database with both streams on one pipe,
+and the role's own expression (roles/restore_drill/vars/main.yml) must find in that log exactly
+the report the script wrote to the GCS emulator. Without a cluster, a drill must stop at its
+first precondition with a message naming the kubeconfig context.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ansible_helpers import REPO, ansible, copy_inventory, write_play
+
+SCHEMA = """
+create table users (username text primary key, date_of_birth date not null, updated_at timestamptz not null);
+insert into users select 'user' || n, date '1990-01-01', now() from generate_series(1, 50) as n;
+create table seaql_migrations (version varchar primary key, applied_at bigint not null);
+insert into seaql_migrations values ('m20260101_000001_create_users', 1767225600);
+"""
+
+
+def drill_log(database, bucket: str, emulator, *extra: str) -> tuple[int, list[str]]:
+    """Run restore-drill verify with stdout and stderr on one pipe, as a pod's log has them."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts/restore-drill"), "verify", "--dsn", database.dsn,
+         "--rto-seconds", "42.5", "--backup-id", "backup-20261128021500", "--cluster", "hello-db",
+         "--environment", "test", "--report-bucket", bucket, "--max-rto-seconds", "1800",
+         "--max-rpo-seconds", "600", "--table=users=50", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+        env={**os.environ, **emulator.env()}, timeout=120,
+    )
+    return done.returncode, done.stdout.splitlines()
+
+
+def report_the_role_reads(tmp_path, log_lines: list[str]):
+    """Evaluate the role's __restore_drill_report over ``log_lines`` with ansible-playbook."""
+    (tmp_path / "log.json").write_text(json.dumps({"log_lines": log_lines}))
+    out = tmp_path / "report.json"
+    playbook = tmp_path / "read.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Read a drill report as the role does", "hosts": "localhost", "connection": "local",
+        "gather_facts": False, "vars_files": [str(REPO / "roles/restore_drill/vars/main.yml")],
+        "tasks": [
+            {"name": "Read the log", "ansible.builtin.set_fact": {
+                "__restore_drill_log": "{{ lookup('ansible.builtin.file', '%s') | from_json }}" % (tmp_path / "log.json")}},
+            {"name": "Write what the role reads as the report", "ansible.builtin.copy": {
+                "content": "{{ __restore_drill_report | to_json }}", "dest": str(out), "mode": "0644"}},
+        ],
+    }], sort_keys=False))
+    # The implicit localhost; ansible.cfg reads YAML inventories only.
+    result = ansible("ansible-playbook", "-i", "inventories/staging", playbook)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.fixture
+def restored_copy(postgres_database):
+    """A database as a restore leaves it: the service's tables and heartbeats."""
+    postgres_database.psql(SCHEMA)
+    written = subprocess.run([sys.executable, str(REPO / "scripts/heartbeat"), "--dsn", postgres_database.dsn],
+                             capture_output=True, text=True, check=False)
+    assert written.returncode == 0, written.stderr
+    return postgres_database
+
+
+@pytest.mark.parametrize(("extra", "result"), [
+    ((), "passed"),
+    (("--expected-migration", "m20990101_000001_from_the_future"), "failed"),
+])
+def test_role_reads_the_report_from_a_real_drill_log(tmp_path, restored_copy, gcs_emulator, gcs_bucket, extra, result):
+    code, lines = drill_log(restored_copy, gcs_bucket, gcs_emulator, *extra)
+    assert code == (0 if result == "passed" else 1), "\n".join(lines)
+    # The log interleaves the progress and metrics lines with the report.
+    assert any(line.startswith("restore-drill: event=restore_drill path=physical") for line in lines)
+
+    read = report_the_role_reads(tmp_path, lines)
+
+    (stored,) = gcs_emulator.client().list_blobs(gcs_bucket, prefix="drills/test/physical/")
+    assert read == json.loads(stored.download_as_bytes())
+    assert read["result"] == result
+    assert read["rto_seconds"] == 42.5
+    assert read["backups"] == [{"id": "backup-20261128021500"}]
+
+
+def test_role_reads_no_report_from_a_log_without_one(tmp_path):
+    lines = ["exec /usr/local/bin/restore-drill: no such file or directory"]
+    assert report_the_role_reads(tmp_path, lines) is None
+
+
+def test_drill_stops_when_the_target_cluster_does_not_answer(tmp_path):
+    inventory = copy_inventory("staging", tmp_path)
+    playbook = write_play(tmp_path / "drill.yml", roles=["restore_drill"])
+    result = ansible("ansible-playbook", "-i", inventory, playbook,
+                     env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert ("The drill's target cluster europe-west1 does not answer through the kubeconfig context "
+            "'gke_hello-platform-staging_europe-west1_hello-staging-europe-west1'") in output
+    assert "gcloud container clusters get-credentials hello-staging-europe-west1 --region europe-west1" in output
+    # Nothing was created or deleted.
+    assert "Apply the recovery cluster" not in output
+    assert "Remove what an interrupted earlier drill left behind" not in output
