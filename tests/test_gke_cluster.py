@@ -1,7 +1,7 @@
 """roles/gke_cluster through playbooks/cluster.yml, against a test double of gcloud.
 
 There is no Google Cloud here. These tests put tests/fake_gcloud.py on PATH as `gcloud`: it
-records every command line, has the real gcloud parse it (so a wrong flag fails the run), and
+records every command line, has the real gcloud CLI parse it when installed (so a wrong flag fails the run), and
 answers from a JSON state file. They test the role's command lines, its read-before-write
 logic, idempotence (a second run changes nothing) and check mode (no command that writes).
 They do not test GKE itself: whether GKE accepts these settings together, how long operations
@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -22,7 +23,6 @@ REAL_GCLOUD = shutil.which("gcloud")
 READ_ONLY = {("container", "clusters", "describe"), ("iam", "service-accounts", "describe"),
              ("projects", "get-iam-policy")}
 
-pytestmark = pytest.mark.skipif(REAL_GCLOUD is None, reason="needs the gcloud CLI to check command lines")
 
 
 class FakeProject:
@@ -42,9 +42,12 @@ class FakeProject:
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
             "FAKE_GCLOUD_STATE": str(self.state),
             "FAKE_GCLOUD_LOG": str(self.log),
-            "FAKE_GCLOUD_REAL": REAL_GCLOUD,
             "FAKE_GCLOUD_CONFIG": str(config),
         }
+        # Without the gcloud CLI the command lines go unchecked; test_fake_gcloud_checks_command_lines
+        # then reports itself skipped.
+        if REAL_GCLOUD:
+            self.env_vars["FAKE_GCLOUD_REAL"] = REAL_GCLOUD
 
     def run(self, *extra):
         """Runs playbooks/cluster.yml; returns (exit code, output, the gcloud calls it made)."""
@@ -168,3 +171,17 @@ def test_a_changed_machine_type_stops_the_run_with_an_explanation(production):
     text = " ".join(output.split())
     assert "Node pool postgres of hello-production-europe-west1 runs n2-standard-4" in text
     assert "Changing these recreates every node of the pool" in text
+
+
+@pytest.mark.skipif(REAL_GCLOUD is None, reason="the gcloud CLI is not installed: command lines are not checked")
+def test_fake_gcloud_checks_command_lines(tmp_path, gcloud_config):
+    """The double refuses what the real gcloud refuses, so the runs above used only valid commands."""
+    project = FakeProject(tmp_path, "staging", gcloud_config)
+    command = [sys.executable, REPO / "tests" / "fake_gcloud.py", "container", "clusters", "create", "c",
+               "--project=p-123456", "--region=europe-west1", "--release-channel=sometimes"]
+    result = subprocess.run(command, env={**os.environ, **project.env_vars}, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 2
+    assert "the real gcloud rejects this command line" in result.stderr
+    assert "--release-channel: sometimes must be one of" in result.stderr
+    assert project.snapshot() == ""
