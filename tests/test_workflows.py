@@ -209,29 +209,64 @@ def test_an_unknown_environment_is_refused(record_tree):
     assert "no inventory inventories/nowhere" in result.stderr
 
 
+def fake_tools(tree: Path, **scripts: str) -> dict:
+    """An environment whose PATH finds the given shell scripts first (e.g. gcloud=..., kubectl=...)."""
+    folder = tree / "bin"
+    folder.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (folder / name).write_text("#!/bin/sh\n" + body)
+        (folder / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+@pytest.fixture
+def staging_tree(record_tree):
+    """record_tree with the real staging inventory and the virtualenv (for ansible-inventory)."""
+    shutil.copytree(REPO / "inventories/staging", record_tree / "inventories/staging")
+    (record_tree / ".venv").symlink_to(REPO / ".venv")
+    return record_tree
+
+
+STAGING_PROJECT = yaml.safe_load((REPO / "inventories/staging/group_vars/all/gcp.yml").read_text())["gcp_project"]
+
+
 @pytest.mark.parametrize(("gcloud_exit", "expected"), [
     (0, "kubeconfig contexts written for every cluster of staging"),
     (1, "no credentials for europe-west1: ERROR: permission denied on hello-staging-europe-west1"),
 ])
-def test_credentials_are_fetched_for_every_cluster_of_the_inventory(record_tree, gcloud_exit, expected):
-    shutil.copytree(REPO / "inventories/staging", record_tree / "inventories/staging")
-    (record_tree / ".venv").symlink_to(REPO / ".venv")
-    calls = record_tree / "gcloud-calls"
-    fake = record_tree / "bin" / "gcloud"
-    fake.parent.mkdir()
-    fake.write_text(f"""#!/bin/sh
-echo "$*" >> {calls}
+def test_credentials_are_fetched_for_every_cluster_of_the_inventory(staging_tree, gcloud_exit, expected):
+    calls = staging_tree / "gcloud-calls"
+    env = fake_tools(staging_tree, gcloud=f"""echo "$*" >> {calls}
 [ {gcloud_exit} -eq 0 ] || {{ echo "ERROR: permission denied on $4" >&2; exit {gcloud_exit}; }}
 """)
-    fake.chmod(0o755)
     result = subprocess.run(
-        [str(REPO / ".venv/bin/python"), str(record_tree / ".github/scripts/environment.py"), "credentials", "staging"],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"},
+        [str(REPO / ".venv/bin/python"), str(staging_tree / ".github/scripts/environment.py"), "credentials", "staging"],
+        capture_output=True, text=True, check=False, env=env,
     )
     assert expected in result.stdout + result.stderr
     assert result.returncode == (0 if gcloud_exit == 0 else 1)
-    project = yaml.safe_load((REPO / "inventories/staging/group_vars/all/gcp.yml").read_text())["gcp_project"]
     assert calls.read_text().split() == [
         "container", "clusters", "get-credentials", "hello-staging-europe-west1",
-        "--region=europe-west1", f"--project={project}", "--quiet"]
+        "--region=europe-west1", f"--project={STAGING_PROJECT}", "--quiet"]
+
+
+def test_the_summary_shows_the_digest_and_the_slot_each_cluster_serves(staging_tree):
+    digest = "sha256:" + "fedcba9876543210" * 4
+    context = f"gke_{STAGING_PROJECT}_europe-west1_hello-staging-europe-west1"
+    env = fake_tools(
+        staging_tree,
+        gcloud="exit 0\n",
+        # Answers only the question the summary must ask: Service hello's slot, in that context.
+        kubectl=f"""[ "$*" = "--context {context} --namespace hello get service hello --output jsonpath={{.spec.selector.slot}}" ] \\
+  && printf green && exit 0
+echo "unexpected: $*" >&2; exit 1
+""",
+    )
+    env["HELLO_IMAGE_DIGEST"] = digest
+    result = subprocess.run(
+        [str(REPO / ".venv/bin/python"), str(staging_tree / ".github/scripts/environment.py"), "summary", "staging"],
+        capture_output=True, text=True, check=False, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"Image digest: `{digest}`" in result.stdout
+    assert "| hello-staging-europe-west1 | europe-west1 | green |" in result.stdout
