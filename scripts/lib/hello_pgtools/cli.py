@@ -11,7 +11,6 @@ from typing import Callable
 from .errors import StepFailed
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 class EnvDefaults:
@@ -86,7 +85,8 @@ def run(prog: str, main: Callable[[], int]) -> None:
     except StepFailed as failure:
         print(f"{prog}: {failure}", file=sys.stderr)
         status = EXIT_FAILED
-    except FileNotFoundError as missing:
-        print(f"{prog}: {missing}", file=sys.stderr)
+    except OSError as error:
+        # A missing client binary, an unwritable --output or --workdir, a full disk.
+        print(f"{prog}: {error}", file=sys.stderr)
         status = EXIT_FAILED
     sys.exit(status)
