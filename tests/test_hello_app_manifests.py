@@ -1,0 +1,463 @@
+"""Policy over the service's rendered Kubernetes objects (roles/hello_app, k8s/hello/).
+
+Both environments are rendered by the real playbooks/render.yml into a temporary folder. Each
+policy is a function that returns the problems it finds, so that a later edit of a template
+that loses a property fails here by name; the mutation tests at the end prove that every
+policy can fail.
+"""
+
+import copy
+import functools
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_helpers import REPO, ansible
+
+ENVIRONMENTS = ("staging", "production")
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+SLOTS = ("blue", "green")
+CRD_DIR = os.environ.get("HELLO_CRD_DIR", "/work/shared/crds")
+
+
+def render(build_root, env, *extra):
+    result = ansible("ansible-playbook", "-i", f"inventories/{env}", "playbooks/render.yml",
+                     "-e", f"hello_k8s_build_dir={build_root}/{env}/{{{{ inventory_hostname }}}}", *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return build_root / env
+
+
+def load_objects(folder):
+    objects = {}
+    for path in sorted(Path(folder).rglob("*.yml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objects
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    root = tmp_path_factory.mktemp("build")
+    out = {}
+    for env in ENVIRONMENTS:
+        render(root, env)
+        folders = sorted((root / env).glob("*/hello"))
+        assert len(folders) == 1, f"{env}: the service renders on the primary cluster only, found {folders}"
+        out[env] = {"folder": folders[0], "objects": load_objects(folders[0])}
+    return out
+
+
+@functools.cache
+def hostvars(env):
+    result = ansible("ansible-inventory", "-i", f"inventories/{env}", "--list")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    host = data["primary_region"]["hosts"][0]
+    return data["_meta"]["hostvars"][host]
+
+
+# --- helpers over objects -------------------------------------------------------------------
+
+def pod_templates(objects):
+    """(name, pod spec, pod labels) of every Deployment and Job."""
+    for (kind, name), doc in objects.items():
+        if kind in ("Deployment", "Job"):
+            template = doc["spec"]["template"]
+            yield name, template["spec"], template["metadata"].get("labels", {})
+
+
+def service_containers(objects):
+    for name, spec, labels in pod_templates(objects):
+        if labels.get("app.kubernetes.io/name") == "hello":
+            for container in spec["containers"]:
+                yield name, spec, container
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def seconds(value):
+    match = re.fullmatch(r"(\d+)s", value)
+    assert match, f"duration {value!r} is not in whole seconds"
+    return int(match.group(1))
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+# --- the policies ---------------------------------------------------------------------------
+
+def policy_slots(objects):
+    problems = []
+    for slot in SLOTS:
+        deployment = objects.get(("Deployment", f"hello-{slot}"))
+        if deployment is None:
+            problems.append(f"Deployment hello-{slot} is missing")
+            continue
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        if selector.get("slot") != slot or labels.get("slot") != slot:
+            problems.append(f"Deployment hello-{slot} must select and label its pods slot={slot}")
+        if not selects(selector, labels):
+            problems.append(f"Deployment hello-{slot}'s selector does not match its pods")
+    return problems
+
+
+def policy_services(objects):
+    problems = []
+    live, preview = objects.get(("Service", "hello")), objects.get(("Service", "hello-preview"))
+    if not live or not preview:
+        return ["Services hello and hello-preview are required"]
+    slots = {svc["metadata"]["name"]: svc["spec"]["selector"].get("slot") for svc in (live, preview)}
+    if set(slots.values()) != set(SLOTS):
+        problems.append(f"Service hello and hello-preview must select one slot each, found {slots}")
+    for svc in (live, preview):
+        deployment = objects.get(("Deployment", f"hello-{svc['spec']['selector'].get('slot')}"))
+        if deployment and not selects(svc["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"]):
+            problems.append(f"Service {svc['metadata']['name']} selects no pod of its slot")
+        if [p.get("targetPort") for p in svc["spec"]["ports"]] != ["http"]:
+            problems.append(f"Service {svc['metadata']['name']} must target the pods' http port")
+    return problems
+
+
+def policy_entry_point(objects):
+    problems = []
+    gateway = objects.get(("Gateway", "hello"))
+    route = objects.get(("HTTPRoute", "hello"))
+    health = objects.get(("HealthCheckPolicy", "hello"))
+    if not gateway or not route or not health:
+        return ["Gateway, HTTPRoute and HealthCheckPolicy hello are required"]
+    if gateway["spec"]["gatewayClassName"] not in ("gke-l7-global-external-managed", "gke-l7-regional-external-managed"):
+        problems.append(f"Gateway class {gateway['spec']['gatewayClassName']} is not a GKE external managed class")
+    if [p["name"] for p in route["spec"]["parentRefs"]] != ["hello"]:
+        problems.append("HTTPRoute hello must attach to Gateway hello")
+    backends = [b for rule in route["spec"]["rules"] for b in rule["backendRefs"]]
+    if [(b["name"], b["port"]) for b in backends] != [("hello", 80)]:
+        problems.append("HTTPRoute hello must send everything to Service hello port 80")
+    target = health["spec"]["targetRef"]
+    http = health["spec"]["default"]["config"].get("httpHealthCheck", {})
+    if (target["kind"], target["name"]) != ("Service", "hello") or http.get("requestPath") != "/readyz":
+        problems.append("HealthCheckPolicy must check /readyz of Service hello's pods")
+    return problems
+
+
+def policy_autoscaling_and_disruption(objects, zones):
+    problems = []
+    for slot in SLOTS:
+        hpa = objects.get(("HorizontalPodAutoscaler", f"hello-{slot}"))
+        pdb = objects.get(("PodDisruptionBudget", f"hello-{slot}"))
+        deployment = objects.get(("Deployment", f"hello-{slot}"))
+        if not hpa or not pdb or not deployment:
+            problems.append(f"slot {slot} needs its HorizontalPodAutoscaler and PodDisruptionBudget")
+            continue
+        if hpa["spec"]["scaleTargetRef"]["name"] != f"hello-{slot}":
+            problems.append(f"HPA hello-{slot} scales another Deployment")
+        if not zones <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]:
+            problems.append(f"HPA hello-{slot} must keep at least one pod per zone ({zones})")
+        if not selects(pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"]) \
+                or pdb["spec"]["selector"]["matchLabels"].get("slot") != slot:
+            problems.append(f"PDB hello-{slot} must select exactly the slot's pods")
+        if pdb["spec"].get("maxUnavailable") != 1:
+            problems.append(f"PDB hello-{slot} must allow one disruption at a time (maxUnavailable: 1)")
+    return problems
+
+
+def policy_zone_spread(objects):
+    problems = []
+    for slot in SLOTS:
+        spec = objects[("Deployment", f"hello-{slot}")]["spec"]["template"]
+        zone = [c for c in spec["spec"].get("topologySpreadConstraints", [])
+                if c["topologyKey"] == "topology.kubernetes.io/zone"]
+        if not zone or zone[0]["whenUnsatisfiable"] != "DoNotSchedule" or zone[0]["maxSkew"] != 1:
+            problems.append(f"hello-{slot} must spread its pods evenly over zones (DoNotSchedule, maxSkew 1)")
+        elif not selects(zone[0]["labelSelector"]["matchLabels"], spec["metadata"]["labels"]):
+            problems.append(f"hello-{slot}'s zone spread does not select its own pods")
+    return problems
+
+
+def policy_service_account(objects):
+    problems = []
+    account = objects.get(("ServiceAccount", "hello"))
+    if not account or account.get("automountServiceAccountToken") is not False:
+        problems.append("ServiceAccount hello must exist with automountServiceAccountToken: false")
+    for name, spec, labels in pod_templates(objects):
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{name}: pods must not mount a service account token")
+        if labels.get("app.kubernetes.io/name") == "hello" and spec.get("serviceAccountName") != "hello":
+            problems.append(f"{name}: the service's pods run as ServiceAccount hello")
+    return problems
+
+
+def policy_security_context(objects):
+    problems = []
+    for name, spec, _ in pod_templates(objects):
+        pod = spec.get("securityContext", {})
+        if pod.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            problems.append(f"{name}: pod seccompProfile must be RuntimeDefault")
+        for container in spec["containers"]:
+            sc = container.get("securityContext", {})
+            where = f"{name}/{container['name']}"
+            if not (sc.get("runAsNonRoot") or pod.get("runAsNonRoot")):
+                problems.append(f"{where}: must run as non-root")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{where}: root filesystem must be read-only")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where}: privilege escalation must be off")
+            if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("capabilities", {}).get("add"):
+                problems.append(f"{where}: must drop all capabilities and add none")
+            if sc.get("privileged"):
+                problems.append(f"{where}: must not be privileged")
+    return problems
+
+
+def policy_resources(objects):
+    problems = []
+    for name, spec, _ in pod_templates(objects):
+        for container in spec["containers"]:
+            resources = container.get("resources", {})
+            for kind in ("requests", "limits"):
+                if set(resources.get(kind, {})) != {"cpu", "memory"}:
+                    problems.append(f"{name}/{container['name']}: {kind} of cpu and memory are required")
+    return problems
+
+
+def policy_probes_and_shutdown(objects):
+    problems = []
+    for slot in SLOTS:
+        spec = objects[("Deployment", f"hello-{slot}")]["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        if container.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/healthz":
+            problems.append(f"hello-{slot}: liveness must be GET /healthz")
+        if container.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
+            problems.append(f"hello-{slot}: readiness must be GET /readyz")
+        pre_stop = container.get("lifecycle", {}).get("preStop", {})
+        if set(pre_stop) != {"sleep"}:
+            problems.append(f"hello-{slot}: preStop must be the native sleep action")
+            continue
+        env = env_of(container)
+        sleep = pre_stop["sleep"]["seconds"]
+        drain = seconds(env["DRAIN_PERIOD"]["value"])
+        shutdown = seconds(env["SHUTDOWN_TIMEOUT"]["value"])
+        if spec["terminationGracePeriodSeconds"] <= sleep + drain + shutdown:
+            problems.append(f"hello-{slot}: terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} "
+                            f"must exceed preStop sleep + drain + shutdown ({sleep} + {drain} + {shutdown})")
+        policy = objects.get(("GCPBackendPolicy", "hello"))
+        if policy and policy["spec"]["default"]["connectionDraining"]["drainingTimeoutSec"] > sleep:
+            problems.append("the load balancer's draining must end within the preStop sleep")
+    return problems
+
+
+def policy_database_url(objects, secret, key):
+    problems = []
+    for name, _, container in service_containers(objects):
+        url = env_of(container).get("DATABASE_URL")
+        ref = (url or {}).get("valueFrom", {}).get("secretKeyRef", {})
+        if (ref.get("name"), ref.get("key")) != (secret, key) or "value" in (url or {}):
+            problems.append(f"{name}: DATABASE_URL must come from Secret {secret} key {key}, found {url}")
+    if any(kind == "Secret" for kind, _ in objects):
+        problems.append("no Secret may be rendered into the build folder")
+    return problems
+
+
+def policy_images(objects):
+    problems = []
+    for name, _, container in service_containers(objects):
+        if not DIGEST.search(container["image"]):
+            problems.append(f"{name}: the service's image must be pinned by digest, found {container['image']}")
+    return problems
+
+
+def policy_network(objects, db_namespace, lb_ranges):
+    problems = []
+    policy = objects.get(("NetworkPolicy", "hello"))
+    if not policy:
+        return ["NetworkPolicy hello is required"]
+    spec = policy["spec"]
+    if sorted(spec.get("policyTypes", [])) != ["Egress", "Ingress"]:
+        problems.append("the NetworkPolicy must restrict both ingress and egress")
+    for name, _, labels in pod_templates(objects):
+        is_service = labels.get("app.kubernetes.io/name") == "hello"
+        if selects(spec["podSelector"]["matchLabels"], labels) != is_service:
+            problems.append(f"{name}: the NetworkPolicy must cover exactly the service's pods")
+    sources = [peer for rule in spec["ingress"] for peer in rule["from"]]
+    cidrs = sorted(p["ipBlock"]["cidr"] for p in sources if "ipBlock" in p)
+    pods = [p["podSelector"]["matchLabels"] for p in sources if "podSelector" in p]
+    if cidrs != sorted(lb_ranges) or any("namespaceSelector" in p for p in sources):
+        problems.append(f"ingress must come only from the load balancer's ranges {lb_ranges} and pods of the namespace")
+    if {"app.kubernetes.io/name": "hello-release-check"} not in pods:
+        problems.append("the release checks must be allowed to call the service")
+    if any(port["port"] != "http" for rule in spec["ingress"] for port in rule["ports"]):
+        problems.append("ingress must be allowed to the http port only")
+    allowed = set()
+    for rule in spec["egress"]:
+        for peer in rule["to"]:
+            namespace = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+            pods_ = peer.get("podSelector", {}).get("matchLabels", {})
+            for port in rule["ports"]:
+                allowed.add((namespace, tuple(sorted(pods_.items())), port["port"], port["protocol"]))
+    database = (db_namespace, (("cnpg.io/cluster", "hello-db"),), 5432, "TCP")
+    dns = {("kube-system", (("k8s-app", "kube-dns"),), 53, proto) for proto in ("UDP", "TCP")}
+    if allowed != {database} | dns:
+        problems.append(f"egress must reach only the database pods on 5432 and DNS, found {sorted(allowed, key=str)}")
+    return problems
+
+
+def policy_release_jobs(objects):
+    problems = []
+    jobs = {doc["metadata"]["name"].split("-")[1] + ("-" + doc["metadata"]["name"].split("-")[2]
+            if doc["metadata"]["name"].startswith("hello-check") else ""): doc
+            for (kind, _), doc in objects.items() if kind == "Job"}
+    migrate, pre, post = jobs.get("migrate"), jobs.get("check-pre"), jobs.get("check-post")
+    if not (migrate and pre and post):
+        return [f"the migration, pre- and post-promotion Jobs are required, found {sorted(jobs)}"]
+    if migrate["spec"]["template"]["spec"]["containers"][0].get("args") != ["migrate"]:
+        problems.append("the migration Job must run `hello migrate`")
+    targets = {}
+    for job, service in ((pre, "hello-preview"), (post, "hello")):
+        pod = job["spec"]["template"]
+        container = pod["spec"]["containers"][0]
+        targets[service] = env_of(container)["TARGET"]["value"]
+        if not targets[service].startswith(f"http://{service}."):
+            problems.append(f"Job {job['metadata']['name']} must call Service {service}, calls {targets[service]}")
+        if pod["metadata"]["labels"].get("app.kubernetes.io/name") != "hello-release-check":
+            problems.append(f"Job {job['metadata']['name']}'s pods must be labelled as release checks")
+        volumes = [v.get("configMap", {}).get("name") for v in pod["spec"]["volumes"]]
+        if "hello-release-check" not in volumes:
+            problems.append(f"Job {job['metadata']['name']} must run the script of ConfigMap hello-release-check")
+        if job["spec"].get("backoffLimit") != 0:
+            problems.append(f"Job {job['metadata']['name']} must not retry a failed check")
+    if "WINDOW" not in env_of(post["spec"]["template"]["spec"]["containers"][0]):
+        problems.append("the post-promotion check needs its window")
+    return problems
+
+
+def policies(objects, vars_):
+    zones = len(vars_["gke_zones"])
+    return {
+        "slots": policy_slots(objects),
+        "services": policy_services(objects),
+        "entry point": policy_entry_point(objects),
+        "autoscaling and disruption": policy_autoscaling_and_disruption(
+            objects, zones if vars_["hello_environment"] == "production" else 1),
+        "zone spread": policy_zone_spread(objects),
+        "service account": policy_service_account(objects),
+        "security context": policy_security_context(objects),
+        "resources": policy_resources(objects),
+        "probes and shutdown": policy_probes_and_shutdown(objects),
+        "database url": policy_database_url(objects, "hello-db-app", "uri"),
+        "images": policy_images(objects),
+        "network": policy_network(objects, vars_["hello_db_namespace"],
+                                  ["35.191.0.0/16", "130.211.0.0/22"]),
+        "release jobs": policy_release_jobs(objects),
+    }
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_every_policy_holds(rendered, env):
+    results = policies(rendered[env]["objects"], hostvars(env))
+    failing = {name: problems for name, problems in results.items() if problems}
+    assert not failing, failing
+    assert len(results) == 13
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_rendered_objects_validate_against_the_schemas(rendered, env):
+    result = subprocess.run([str(REPO / "scripts/validate-manifests"), str(rendered[env]["folder"])],
+                            env={**os.environ, "HELLO_CRD_DIR": CRD_DIR}, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 0 invalid" in result.stdout
+    # Every object was checked, including the Gateway API and GKE custom resources.
+    assert "skipped" not in result.stdout
+
+
+# (policy, how a later edit could break it)
+def _drop_readiness(o):
+    del o[("Deployment", "hello-green")]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+
+
+def _database_url_inline(o):
+    env = o[("Deployment", "hello-blue")]["spec"]["template"]["spec"]["containers"][0]["env"]
+    env[0] = {"name": "DATABASE_URL", "value": "postgres://app:secret@hello-db-rw:5432/app"}
+
+
+def _short_grace(o):
+    o[("Deployment", "hello-blue")]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 20
+
+
+def _egress_anywhere(o):
+    o[("NetworkPolicy", "hello")]["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+                                                            "ports": [{"port": 443, "protocol": "TCP"}]})
+
+
+def _writable_root(o):
+    o[("Job", next(n for k, n in o if k == "Job" and "check-pre" in n))]["spec"]["template"]["spec"][
+        "containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+
+
+def _image_by_tag(o):
+    o[("Deployment", "hello-green")]["spec"]["template"]["spec"]["containers"][0]["image"] = "hello:latest"
+
+
+def _both_services_on_blue(o):
+    o[("Service", "hello-preview")]["spec"]["selector"]["slot"] = "blue"
+
+
+def _no_zone_spread(o):
+    o[("Deployment", "hello-blue")]["spec"]["template"]["spec"]["topologySpreadConstraints"].pop(0)
+
+
+def _token_mounted(o):
+    o[("ServiceAccount", "hello")]["automountServiceAccountToken"] = True
+
+
+def _no_limits(o):
+    del o[("Deployment", "hello-green")]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def _health_check_on_root(o):
+    o[("HealthCheckPolicy", "hello")]["spec"]["default"]["config"]["httpHealthCheck"]["requestPath"] = "/"
+
+
+def _pdb_on_both_slots(o):
+    del o[("PodDisruptionBudget", "hello-blue")]["spec"]["selector"]["matchLabels"]["slot"]
+
+
+def _post_check_retried(o):
+    o[("Job", next(n for k, n in o if k == "Job" and "check-post" in n))]["spec"]["backoffLimit"] = 3
+
+
+MUTATIONS = [
+    ("probes and shutdown", _drop_readiness), ("database url", _database_url_inline),
+    ("probes and shutdown", _short_grace), ("network", _egress_anywhere),
+    ("security context", _writable_root), ("images", _image_by_tag),
+    ("services", _both_services_on_blue), ("zone spread", _no_zone_spread),
+    ("service account", _token_mounted), ("resources", _no_limits),
+    ("entry point", _health_check_on_root), ("autoscaling and disruption", _pdb_on_both_slots),
+    ("release jobs", _post_check_retried),
+]
+
+
+@pytest.mark.parametrize(("policy", "mutate"), MUTATIONS, ids=[m.__name__.strip("_") for _, m in MUTATIONS])
+def test_a_broken_object_is_caught(rendered, policy, mutate):
+    objects = copy.deepcopy(rendered["production"]["objects"])
+    mutate(objects)
+    assert policies(objects, hostvars("production"))[policy], f"policy {policy!r} missed {mutate.__name__}"
+
+
+def test_without_gateway_and_with_a_separate_database_namespace(tmp_path):
+    """Off GKE (kind) there is no Gateway; a database elsewhere moves the egress rule with it."""
+    overrides = {"hello_app_gateway_enabled": False, "hello_db_namespace": "database", "hello_app_namespace": "hello"}
+    folder = render(tmp_path, "staging", "-e", json.dumps(overrides))
+    objects = load_objects(next(folder.glob("*/hello")))
+    assert not [key for key in objects if key[0] in ("Gateway", "HTTPRoute", "HealthCheckPolicy", "GCPBackendPolicy")]
+    assert not policy_network(objects, "database", ["35.191.0.0/16", "130.211.0.0/22"])
+    assert policy_network(objects, "hello", ["35.191.0.0/16", "130.211.0.0/22"])
+    assert objects[("Deployment", "hello-blue")]["metadata"]["namespace"] == "hello"
