@@ -174,7 +174,7 @@ def test_filters_load_in_a_real_play(tmp_path):
     playbook = tmp_path / "plan.yml"
     playbook.write_text(f"""\
 - name: Plan a first release
-  hosts: localhost
+  hosts: primary_region
   gather_facts: false
   roles:
     - role: hello_app
@@ -185,6 +185,6 @@ def test_filters_load_in_a_real_play(tmp_path):
         msg: "target={{{{ ({{'resources': []}} | hello_app_slot_state({{'resources': []}})
           | hello_app_release_plan('{NEW}')).target }}}}"
 """)
-    result = ansible("ansible-playbook", "-i", "localhost,", playbook)
+    result = ansible("ansible-playbook", "-i", "inventories/staging", playbook)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "target=blue" in result.stdout
