@@ -8,6 +8,7 @@ use axum::{
 };
 use serde_json::Value;
 
+use super::hello::SaveBirthday;
 use crate::{
     domain::{DateOfBirth, Username},
     error::ApiError,
@@ -104,7 +105,13 @@ fn date_of_birth_field(body: &[u8]) -> Result<String, ApiError> {
         )));
     }
     match date_of_birth {
-        Some(Value::String(date)) => Ok(date),
+        // `Value` keeps the last of repeated names, so `{"dateOfBirth": "a", "dateOfBirth": "b"}`
+        // would pass unnoticed; the typed body refuses it (nothing else is left to refuse here).
+        Some(Value::String(_)) => serde_json::from_slice::<SaveBirthday>(body)
+            .map(|typed| typed.date_of_birth)
+            .map_err(|_| {
+                ApiError::BadRequest(format!("dateOfBirth must be given once: {EXPECTED_BODY}"))
+            }),
         None => Err(ApiError::BadRequest(format!(
             "dateOfBirth is missing: {EXPECTED_BODY}"
         ))),
@@ -183,6 +190,10 @@ mod tests {
                 "dateOfBirth must be a string",
             ),
             (r#"{"dateOfBirth": null}"#, "dateOfBirth must be a string"),
+            (
+                r#"{"dateOfBirth": "1990-05-17", "dateOfBirth": "1991-05-17"}"#,
+                "dateOfBirth must be given once",
+            ),
             (
                 r#"{"dateOfBirth": ["1990-05-17"]}"#,
                 "dateOfBirth must be a string",
