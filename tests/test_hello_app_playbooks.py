@@ -1,0 +1,53 @@
+"""playbooks/deploy.yml and rollback.yml refuse bad input before they touch a cluster.
+
+Real ansible-playbook runs against copies of the real inventories: each case breaks one input
+and checks that the run stops with a message saying what to set, before any cluster call (no
+cluster exists here, so a run that got further would fail differently).
+"""
+
+import json
+
+import pytest
+
+from ansible_helpers import ansible, copy_inventory
+
+DIGEST = "sha256:" + "b" * 64
+
+
+def run(inventory, playbook, *extra):
+    result = ansible("ansible-playbook", "-i", inventory, f"playbooks/{playbook}", *extra)
+    return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+
+@pytest.mark.parametrize("digest", ["", "latest", "sha256:1234"])
+def test_deploy_refuses_a_missing_or_bad_digest(tmp_path, digest):
+    inventory = copy_inventory("staging", tmp_path)
+    code, output = run(inventory, "deploy.yml", "-e", json.dumps({"hello_image_digest": digest}))
+    assert code != 0
+    assert f"hello_image_digest is '{digest}': give the digest to release on the command line" in output
+    assert "Read the Services" not in output
+
+
+def test_deploy_to_production_needs_the_confirmation(tmp_path):
+    inventory = copy_inventory("production", tmp_path)
+    code, output = run(inventory, "deploy.yml", "-e", f"hello_image_digest={DIGEST}")
+    assert code != 0
+    assert "add -e hello_confirm_environment=production to the command line" in output
+
+
+@pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml"])
+def test_a_grace_period_shorter_than_the_shutdown_is_refused(tmp_path, playbook):
+    inventory = copy_inventory("staging", tmp_path)
+    code, output = run(inventory, playbook, "-e", f"hello_image_digest={DIGEST}",
+                       "-e", json.dumps({"hello_app_termination_grace_period_seconds": 30}))
+    assert code != 0
+    assert "hello_app_termination_grace_period_seconds (30) must exceed the preStop sleep + drain period" in output
+    assert f"in {inventory}/group_vars/all/hello_app.yml" in output
+
+
+def test_a_wrong_type_is_refused_by_the_argument_spec(tmp_path):
+    inventory = copy_inventory("staging", tmp_path)
+    code, output = run(inventory, "deploy.yml", "-e", f"hello_image_digest={DIGEST}",
+                       "-e", json.dumps({"hello_app_gateway_class": "nginx"}))
+    assert code != 0
+    assert "hello_app_gateway_class must be one of: gke-l7-global-external-managed" in output
