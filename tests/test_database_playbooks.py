@@ -252,3 +252,15 @@ def test_switchover_with_both_regions_healthy_demotes_the_primary_region_first(r
     assert writes["europe-west1"]
     assert set(writes["europe-west1"]) == {("PATCH", "/apis/postgresql.cnpg.io/v1/namespaces/hello/clusters/hello-db")}
     assert writes["europe-west4"] == []
+
+
+def test_confirmed_failover_of_a_silent_region_promotes_the_other_one(regions):
+    kubeconfig, apis = regions(**{"europe-west4": cluster("europe-west4", "europe-west1")})
+    code, output = run("failover.yml", "production", kubeconfig, "-e", "postgres_failover_confirm=europe-west4")
+    # The test API refuses every write, so the run stops at the promotion, which it attempted.
+    assert code != 0
+    assert "Refusing" not in output
+    assert "Promote the Cluster" in output
+    writes = [r for r in apis["europe-west4"].requests if r[0] != "GET"]
+    assert writes
+    assert set(writes) == {("PATCH", "/apis/postgresql.cnpg.io/v1/namespaces/hello/clusters/hello-db")}
