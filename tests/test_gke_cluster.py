@@ -185,3 +185,28 @@ def test_fake_gcloud_checks_command_lines(tmp_path, gcloud_config):
     assert "the real gcloud rejects this command line" in result.stderr
     assert "--release-channel: sometimes must be one of" in result.stderr
     assert project.snapshot() == ""
+
+
+def test_a_changed_channel_label_and_taint_become_one_update_each(production):
+    host_vars = production.inventory / "host_vars/europe-west1.yml"
+    pools = {
+        "postgres": {"name": "postgres", "labels": {"hello-platform/workload": "postgres"},
+                     "taint": {"key": "hello-platform/workload", "value": "postgres", "effect": "NoExecute"}},
+        "app": {"name": "app", "labels": {"hello-platform/workload": "app", "tier": "web"}},
+    }
+    edit_vars(host_vars, gke_cluster_release_channel="stable", hello_node_pools=pools)
+    try:
+        code, output, calls = production.run()
+        assert code == 0, output
+        updates = sorted(call[:4] + [next(a for a in call if a.startswith(("--release-channel", "--node-")))]
+                         for call in writes(calls))
+        assert updates == [
+            ["container", "clusters", "update", "hello-production-europe-west1", "--release-channel=stable"],
+            ["container", "node-pools", "update", "app", "--node-labels=hello-platform/workload=app,tier=web"],
+            ["container", "node-pools", "update", "postgres",
+             "--node-taints=hello-platform/workload=postgres:NoExecute"],
+        ]
+        code, output, calls = production.run()
+        assert code == 0 and writes(calls) == [], output
+    finally:
+        edit_vars(host_vars, gke_cluster_release_channel=..., hello_node_pools=...)
