@@ -103,7 +103,9 @@ class RegionApi:
                     "resources": [{"name": "clusters", "singularName": "cluster", "namespaced": True,
                                    "kind": "Cluster", "verbs": ["get", "list", "patch", "update", "watch"]},
                                   {"name": "clusters/status", "singularName": "", "namespaced": True,
-                                   "kind": "Cluster", "verbs": ["get", "patch", "update"]}]}
+                                   "kind": "Cluster", "verbs": ["get", "patch", "update"]},
+                                  {"name": "backups", "singularName": "backup", "namespaced": True,
+                                   "kind": "Backup", "verbs": ["create", "get", "list", "watch"]}]}
         if path == "/apis/postgresql.cnpg.io/v1/namespaces/hello/clusters/hello-db" and self.cluster:
             return self.cluster
         return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
@@ -264,3 +266,20 @@ def test_confirmed_failover_of_a_silent_region_promotes_the_other_one(regions):
     writes = [r for r in apis["europe-west4"].requests if r[0] != "GET"]
     assert writes
     assert set(writes) == {("PATCH", "/apis/postgresql.cnpg.io/v1/namespaces/hello/clusters/hello-db")}
+
+
+def test_backup_runs_where_the_primary_is_after_a_switchover(regions):
+    # After a switchover both Clusters name europe-west4's member as the primary.
+    kubeconfig, apis = regions(**{
+        "europe-west1": cluster("europe-west1", "europe-west4"),
+        "europe-west4": cluster("europe-west4", "europe-west4"),
+    })
+    code, output = run("backup.yml", "production", kubeconfig)
+    # The test API refuses the write, so the run stops at creating the Backup, which it attempted.
+    assert code != 0
+    assert "Create the Backup" in output
+    writes = {region: [r for r in api.requests if r[0] != "GET"] for region, api in apis.items()}
+    assert writes["europe-west1"] == []
+    assert writes["europe-west4"]
+    assert {method for method, _ in writes["europe-west4"]} == {"POST"}
+    assert all(path.startswith("/apis/postgresql.cnpg.io/v1/namespaces/hello/backups") for _, path in writes["europe-west4"])
