@@ -107,3 +107,77 @@ def test_drill_stops_when_the_target_cluster_does_not_answer(tmp_path):
     # Nothing was created or deleted.
     assert "Apply the recovery cluster" not in output
     assert "Remove what an interrupted earlier drill left behind" not in output
+
+
+# -- preconditions: the backups read from the primary cluster, judged by the role --------------
+
+STARTED = "2026-11-28T05:00:00Z"
+ARCHIVE = "gs://hello-platform-staging-hello-backups/physical/europe-west1"
+
+
+def backup(backup_id: str, stopped: str, phase: str = "completed") -> dict:
+    return {"metadata": {"name": f"hello-db-{backup_id.lower()}"},
+            "status": {"phase": phase, "backupId": backup_id, "stoppedAt": stopped}}
+
+
+def judge(tmp_path, store_status: dict, backups: list[dict], destination: str = ARCHIVE, *extra: str):
+    """Run the role's judge_backups.yml on what a primary cluster could hold; (exit, output)."""
+    read = {
+        "__restore_drill_started_at": STARTED,
+        "__restore_drill_object_store": {"resources": [
+            {"metadata": {"name": "hello-db-europe-west1"},
+             "spec": {"configuration": {"destinationPath": destination}}, "status": store_status}]},
+        "__restore_drill_source_objects": {"results": [
+            {"resources": [{"metadata": {"name": "hello-db"}, "status": {"image": "postgres:17"}}]},
+            {"resources": backups}]},
+    }
+    (tmp_path / "read.json").write_text(json.dumps(read))
+    playbook = write_play(tmp_path / "judge.yml", tasks=[{
+        "name": "Judge the backups", "ansible.builtin.include_role": {"name": "restore_drill", "tasks_from": "judge_backups"}}])
+    result = ansible("ansible-playbook", "-i", "inventories/staging", playbook, "-e", f"@{tmp_path / 'read.json'}", *extra)
+    return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+
+def window(last_success: str) -> dict:
+    return {"serverRecoveryWindow": {"hello-db": {"lastSuccessfulBackupTime": last_success}}}
+
+
+def test_a_recent_backup_passes_and_names_the_backup(tmp_path):
+    code, output = judge(tmp_path, window("2026-11-28T02:15:40Z"), [
+        backup("20261127T021500", "2026-11-27T02:15:41Z"), backup("20261128T021500", "2026-11-28T02:15:40Z")])
+    assert code == 0, output
+    assert "Newest base backup 20261128T021500 finished 2026-11-28T02:15:40Z, 9860s before the drill" in output
+
+
+def test_an_old_backup_fails_the_drill_with_both_timestamps(tmp_path):
+    code, output = judge(tmp_path, window("2026-11-26T05:00:00Z"), [backup("20261126T050000", "2026-11-26T05:00:00Z")])
+    assert code != 0
+    assert ("The newest successful base backup of hello-db finished at 2026-11-26T05:00:00Z, 172800s before the "
+            "drill started (2026-11-28T05:00:00Z), more than restore_drill_max_backup_age_seconds (93600s)") in output
+
+
+def test_no_backup_at_all_fails_the_drill(tmp_path):
+    code, output = judge(tmp_path, {}, [backup("20261128T021500", "2026-11-28T02:15:40Z", phase="failed")])
+    assert code != 0
+    assert "reports no successful backup of server hello-db (status.serverRecoveryWindow) and no Backup object has completed" in output
+
+
+def test_a_completed_backup_object_counts_when_the_store_has_no_status_yet(tmp_path):
+    code, output = judge(tmp_path, {}, [backup("20261128T043000", "2026-11-28T04:30:00Z")])
+    assert code == 0, output
+    assert "Newest base backup 20261128T043000 finished 2026-11-28T04:30:00Z, 1800s before the drill" in output
+
+
+def test_a_target_time_names_the_backup_before_it(tmp_path):
+    code, output = judge(tmp_path, window("2026-11-28T04:15:00Z"), [
+        backup("20261128T021500", "2026-11-28T02:15:00Z"), backup("20261128T041500", "2026-11-28T04:15:00Z")],
+        ARCHIVE, "-e", "restore_drill_target_time=2026-11-28T03:00:00Z")
+    assert code == 0, output
+    assert "Newest base backup 20261128T021500 finished 2026-11-28T04:15:00Z" in output
+
+
+def test_an_object_store_writing_elsewhere_stops_the_drill(tmp_path):
+    code, output = judge(tmp_path, window("2026-11-28T04:15:00Z"), [], "gs://somewhere-else/physical/europe-west1")
+    assert code != 0
+    assert ("writes to gs://somewhere-else/physical/europe-west1, but the drill would restore from "
+            f"{ARCHIVE}: set restore_drill_source_destination_path") in output
