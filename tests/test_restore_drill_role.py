@@ -5,7 +5,9 @@ report) and standard error (progress and the metrics line) arrive on one stream.
 real scripts/restore-drill verifies a real PostgreSQL database with both streams on one pipe,
 and the role's own expression (roles/restore_drill/vars/main.yml) must find in that log exactly
 the report the script wrote to the GCS emulator. Without a cluster, a drill must stop at its
-first precondition with a message naming the kubeconfig context.
+first precondition with a message naming the kubeconfig context. The backup preconditions are
+judged by the role's own tasks on the objects a primary cluster could hold (ObjectStore status,
+Backup objects), each failure naming its timestamps and what to check.
 """
 
 import json
