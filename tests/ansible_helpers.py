@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_LINK = Path("group_vars/all/000_shared")
 
 
-def ansible(tool, *args, env=None):
+def ansible(tool, *args, env=None, timeout=None):
     run_env = {
         **os.environ,
         "ANSIBLE_NOCOLOR": "1",
@@ -32,6 +32,7 @@ def ansible(tool, *args, env=None):
         capture_output=True,
         text=True,
         check=False,
+        timeout=timeout,
     )
 
 
