@@ -1,0 +1,2 @@
+-- GET /hello/<existing user>
+request = greet_request

@@ -1,0 +1,2 @@
+-- PUT /hello/<existing user>: an upsert that updates the row
+request = save_request
