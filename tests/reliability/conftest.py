@@ -2,10 +2,12 @@
 PostgreSQL from the host binaries (see ``tests/conftest.py``).
 
 ``hello_binary``          path of the service binary. ``HELLO_BINARY`` names one; otherwise
-                          ``cargo build --locked`` in service/ builds the debug binary, which
-                          the rust stage of scripts/test has already built (so this costs
-                          seconds there). The debug build is slower than the release build,
-                          which makes the load here heavier for the service, never lighter.
+                          ``cargo build --release --locked`` in service/ builds the release
+                          binary (cached in service/target/, shared with bench/run): the build
+                          that is deployed. Not the debug build: its unoptimised SCRAM
+                          handshake takes up to a second per database connection on a busy
+                          machine, longer than the acquire timeouts whose effects these tests
+                          time.
 ``hello_service``         factory: ``hello_service(database_url, **settings)`` starts the
                           binary on a free loopback port, waits until /readyz answers 200,
                           and returns a ``HelloService``; stopped after the test.
@@ -38,12 +40,12 @@ def hello_binary() -> Path:
             pytest.fail(f"HELLO_BINARY={named} is not a file: build the service or unset HELLO_BINARY")
         return binary
     built = subprocess.run(
-        ["cargo", "build", "--locked", "--bin", "hello"],
+        ["cargo", "build", "--release", "--locked", "--bin", "hello"],
         cwd=SERVICE_DIR, capture_output=True, text=True, check=False,
     )
     if built.returncode != 0:
         pytest.fail(f"cargo build of the service failed:\n{built.stderr[-4000:]}")
-    return SERVICE_DIR / "target" / "debug" / "hello"
+    return SERVICE_DIR / "target" / "release" / "hello"
 
 
 @dataclass
