@@ -144,7 +144,7 @@ def test_a_malformed_target_time_is_refused_before_anything_runs(tmp_path):
     result = ansible("ansible-playbook", "-i", "inventories/staging", play, "-e", "restore_drill_target_time=yesterday")
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
-    assert "restore_drill_target_time ('yesterday') must be empty or an RFC 3339 time" in output
+    assert "restore_drill_target_time ('yesterday') must be empty or an RFC 3339 time in UTC" in output
     assert "Reach the target cluster" not in output
 
 
