@@ -51,3 +51,16 @@ def test_a_wrong_type_is_refused_by_the_argument_spec(tmp_path):
                        "-e", json.dumps({"hello_app_gateway_class": "nginx"}))
     assert code != 0
     assert "hello_app_gateway_class must be one of: gke-l7-global-external-managed" in output
+
+
+@pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml"])
+def test_valid_input_reaches_the_cluster(tmp_path, playbook):
+    """With good input the run gets as far as reading the cluster, which does not exist here."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    result = ansible("ansible-playbook", "-i", "inventories/kind", f"playbooks/{playbook}",
+                     "-e", f"hello_image_digest={DIGEST}", env={"KUBECONFIG": str(kubeconfig)})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "TASK [hello_app : Read the Services]" in output
+    assert "Could not create API client" in output
