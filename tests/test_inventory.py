@@ -98,9 +98,3 @@ def test_a_play_sees_shared_default_and_environment_override(tmp_path, env, host
         f"protection={deletion_protection} build={REPO}/build/{env}/{host} connection=local"
     )
 
-
-def test_a_run_without_an_inventory_fails(tmp_path):
-    playbook = write_play(tmp_path / "noop.yml", tasks=[{"name": "Do nothing", "ansible.builtin.meta": "noop"}])
-    result = ansible("ansible-playbook", playbook)
-    assert result.returncode != 0
-    assert "NONE-pass-i-inventories-ENV" in result.stdout + result.stderr
