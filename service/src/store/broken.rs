@@ -2,7 +2,10 @@
 //! that may have broken with them before they are used again.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -70,10 +73,10 @@ impl ConnectionFailures {
     /// Adds to `pool` the check of suspect connections before they are handed out; one that
     /// fails it is closed and the pool opens a new one.
     pub(super) fn check_before_acquire<DB: sqlx::Database>(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
         pool: PoolOptions<DB>,
     ) -> PoolOptions<DB> {
-        let failures = std::sync::Arc::clone(self);
+        let failures = Arc::clone(self);
         pool.before_acquire(move |connection, metadata| {
             let suspect = failures
                 .time_since_last()
@@ -90,7 +93,7 @@ impl ConnectionFailures {
 
 #[cfg(test)]
 mod tests {
-    use std::{io, sync::Arc};
+    use std::io;
 
     use super::*;
 
