@@ -1,8 +1,9 @@
 //! Persistence: saved dates of birth, behind a small interface that speaks in domain types.
 
+mod broken;
 mod users;
 
-use std::time::Duration;
+use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
@@ -15,6 +16,7 @@ use crate::{
     config::Settings,
     domain::{DateOfBirth, Username},
 };
+use broken::{ConnectionFailures, is_broken_connection};
 
 /// Open connections of the pool, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,24 +30,40 @@ pub struct PoolStats {
 pub struct Store {
     db: DatabaseConnection,
     max_connections: u32,
+    failures: Arc<ConnectionFailures>,
 }
 
 impl Store {
     /// Opens the connection pool. When `lazy`, no connection is made until one is needed, so
     /// the service starts (and reports not ready) while the database is down.
+    ///
+    /// A pooled connection is not pinged before each use (that would be a second round trip
+    /// per request); a broken one is found by the statement that fails on it, which
+    /// [`Store::retry_once_if_broken`] then runs once more on another connection.
     pub async fn connect(settings: &Settings, lazy: bool) -> Result<Self, DbErr> {
+        let failures = Arc::new(ConnectionFailures::default());
         let mut options = ConnectOptions::new(settings.database_url.expose());
         options
             .max_connections(settings.database_max_connections)
             .min_connections(0)
             .connect_timeout(settings.database_connect_timeout)
             .acquire_timeout(settings.database_acquire_timeout)
+            .test_before_acquire(false)
+            .map_sqlx_postgres_pool_opts({
+                let failures = Arc::clone(&failures);
+                move |pool| failures.check_before_acquire(pool)
+            })
+            .map_sqlx_sqlite_pool_opts({
+                let failures = Arc::clone(&failures);
+                move |pool| failures.check_before_acquire(pool)
+            })
             .connect_lazy(lazy)
             .sqlx_logging(false);
         let db = Database::connect(options).await?;
         Ok(Self {
             db,
             max_connections: settings.database_max_connections,
+            failures,
         })
     }
 
@@ -66,27 +84,56 @@ impl Store {
         date_of_birth: DateOfBirth,
         now: DateTime<Utc>,
     ) -> Result<(), DbErr> {
-        let user = users::ActiveModel {
-            username: Set(username.as_str().to_owned()),
-            date_of_birth: Set(date_of_birth.date()),
-            updated_at: Set(now),
-        };
-        users::Entity::insert(user)
-            .on_conflict(
-                OnConflict::column(users::Column::Username)
-                    .update_columns([users::Column::DateOfBirth, users::Column::UpdatedAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await?;
+        let db = &self.db;
+        self.retry_once_if_broken(|| async move {
+            let user = users::ActiveModel {
+                username: Set(username.as_str().to_owned()),
+                date_of_birth: Set(date_of_birth.date()),
+                updated_at: Set(now),
+            };
+            users::Entity::insert(user)
+                .on_conflict(
+                    OnConflict::column(users::Column::Username)
+                        .update_columns([users::Column::DateOfBirth, users::Column::UpdatedAt])
+                        .to_owned(),
+                )
+                .exec_without_returning(db)
+                .await
+        })
+        .await?;
         Ok(())
     }
 
     pub async fn birthday(&self, username: &Username) -> Result<Option<DateOfBirth>, DbErr> {
-        let user = users::Entity::find_by_id(username.as_str().to_owned())
-            .one(&self.db)
+        let db = &self.db;
+        let user = self
+            .retry_once_if_broken(|| async move {
+                users::Entity::find_by_id(username.as_str().to_owned())
+                    .one(db)
+                    .await
+            })
             .await?;
         Ok(user.map(|user| DateOfBirth::from_stored(user.date_of_birth)))
+    }
+
+    /// Runs `operation`, and once more when it failed because its pooled connection was
+    /// broken (the database restarted since the connection was last used, say). Only for
+    /// idempotent operations: the first attempt may have been applied before the connection
+    /// broke. Connections idle since before the failure are checked before the second attempt
+    /// gets one, so it runs on a live connection or fails as an outage.
+    async fn retry_once_if_broken<T, F, Fut>(&self, operation: F) -> Result<T, DbErr>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, DbErr>>,
+    {
+        match operation().await {
+            Err(error) if is_broken_connection(&error) => {
+                self.failures.record();
+                tracing::info!(%error, "a pooled database connection was broken: trying another");
+                operation().await
+            }
+            result => result,
+        }
     }
 
     /// Checks that the database answers, within `bound`.
