@@ -8,8 +8,8 @@ use std::{future::Future, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait, Set,
-    sea_query::OnConflict,
+    ConnAcquireErr, ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, Set, sea_query::OnConflict,
 };
 
 use crate::{
@@ -31,6 +31,10 @@ pub struct Store {
     db: DatabaseConnection,
     max_connections: u32,
     failures: Arc<ConnectionFailures>,
+    /// How long one statement may take: the acquire timeout. A single-row statement that
+    /// takes longer means the database is not answering (a frozen server, a half-open
+    /// connection), which must surface as an outage, never as a hung request.
+    statement_timeout: Duration,
 }
 
 impl Store {
@@ -64,6 +68,7 @@ impl Store {
             db,
             max_connections: settings.database_max_connections,
             failures,
+            statement_timeout: settings.database_acquire_timeout,
         })
     }
 
@@ -126,14 +131,25 @@ impl Store {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
     {
-        match operation().await {
+        match self.bounded(operation()).await {
             Err(error) if is_broken_connection(&error) => {
                 self.failures.record();
                 tracing::info!(%error, "a pooled database connection was broken: trying another");
-                operation().await
+                self.bounded(operation()).await
             }
             result => result,
         }
+    }
+
+    /// Runs one statement within [`Store::statement_timeout`]; past it, the database counts
+    /// as unreachable, like a connection that could not be had in time.
+    async fn bounded<T>(
+        &self,
+        statement: impl Future<Output = Result<T, DbErr>>,
+    ) -> Result<T, DbErr> {
+        tokio::time::timeout(self.statement_timeout, statement)
+            .await
+            .unwrap_or(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)))
     }
 
     /// Checks that the database answers, within `bound`.
