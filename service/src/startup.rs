@@ -143,17 +143,16 @@ impl Application {
             .with_graceful_shutdown(graceful)
             .into_future();
         tokio::pin!(server);
-        tokio::select! {
-            result = &mut server => return result.map_err(ServeError::from),
-            _ = drained_rx => {}
-        }
-        match tokio::time::timeout(shutdown_timeout, server).await {
-            Ok(result) => {
-                tracing::info!("stopped");
-                result.map_err(ServeError::from)
-            }
-            Err(_) => Err(ServeError::ShutdownTimedOut(shutdown_timeout)),
-        }
+        // The server may finish in the same instant the drain ends (nothing in flight): either
+        // branch can win then, and both end in "stopped".
+        let result = tokio::select! {
+            result = &mut server => result,
+            _ = drained_rx => tokio::time::timeout(shutdown_timeout, server)
+                .await
+                .map_err(|_| ServeError::ShutdownTimedOut(shutdown_timeout))?,
+        };
+        tracing::info!("stopped");
+        result.map_err(ServeError::from)
     }
 }
 
