@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use testcontainers::{ImageExt, core::IntoContainerPort, runners::AsyncRunner};
+use testcontainers::{ContainerAsync, ImageExt, core::IntoContainerPort, runners::AsyncRunner};
 use testcontainers_modules::postgres::Postgres;
 
 use common::{TestDatabase, assert_error, spawn_on, test_settings};
@@ -101,9 +101,9 @@ async fn a_frozen_database_gives_503_within_the_bound_then_recovers() {
     .await;
 }
 
-/// A database that restarts (the container stopped, then started again on the same port).
-#[tokio::test]
-async fn a_restarted_database_gives_503_meanwhile_then_recovers() {
+/// A PostgreSQL container published on a host port chosen up front, so that a restart of the
+/// container keeps it (testcontainers picks a new one otherwise).
+async fn postgres_on_a_fixed_port() -> (ContainerAsync<Postgres>, u16) {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -116,6 +116,13 @@ async fn a_restarted_database_gives_503_meanwhile_then_recovers() {
         .start()
         .await
         .expect("start PostgreSQL (see tests/common/postgres.rs)");
+    (container, port)
+}
+
+/// A database that restarts (the container stopped, then started again on the same port).
+#[tokio::test]
+async fn a_restarted_database_gives_503_meanwhile_then_recovers() {
+    let (container, port) = postgres_on_a_fixed_port().await;
     survives_an_outage(port, async { container.stop().await.unwrap() }, async {
         container.start().await.unwrap()
     })
@@ -126,18 +133,7 @@ async fn a_restarted_database_gives_503_meanwhile_then_recovers() {
 /// first requests after the database is back succeed, none answers 5xx.
 #[tokio::test]
 async fn requests_right_after_a_database_restart_succeed() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let (name, tag) = common::postgres::image();
-    let container = Postgres::default()
-        .with_name(name)
-        .with_tag(tag)
-        .with_mapped_port(port, 5432.tcp())
-        .start()
-        .await
-        .expect("start PostgreSQL (see tests/common/postgres.rs)");
+    let (container, port) = postgres_on_a_fixed_port().await;
     let url = format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres");
     let database = TestDatabase {
         url: url.clone(),
