@@ -62,7 +62,7 @@ pub struct Settings {
           value_parser = duration("DATABASE_CONNECT_TIMEOUT"))]
     pub database_connect_timeout: Duration,
 
-    /// Bound on waiting for a free connection from the pool.
+    /// Bound on waiting for a free connection from the pool, and on each statement.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", global = true, default_value = "2s",
           value_parser = duration("DATABASE_ACQUIRE_TIMEOUT"))]
     pub database_acquire_timeout: Duration,
