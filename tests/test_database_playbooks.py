@@ -1,145 +1,46 @@
 """The database playbooks' safety checks, run for real with ansible-playbook.
 
 What cannot run here is a GKE cluster. The checks that guard a switchover or a failover read
-each region's CloudNativePG Cluster through the Kubernetes API, so each region is played by a
-small HTTP server on a loopback port that answers the API discovery and the one Cluster read,
-like an API server would (``RegionApi``); a kubeconfig names one context per region, as
-``gcloud container clusters get-credentials`` would. A region with no server does not answer,
-like a lost region. Every test asserts that the playbook stops, before changing anything, with
-the message that tells the operator what to do.
+each region's CloudNativePG Cluster (and the service's slots) through the Kubernetes API, so
+each region is played by a small HTTP server on a loopback port (``fake_kube_api.RegionApi``);
+a kubeconfig names one context per region, as ``gcloud container clusters get-credentials``
+would, and a stand-in ``gcloud`` records that the playbooks fetch them. A region with no
+server does not answer, like a lost region. Every test asserts that the playbook stops, before
+changing anything, with the message that tells the operator what to do.
 """
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import os
 
 import pytest
-import yaml
 
 from ansible_helpers import ansible
+from fake_kube_api import (CLUSTER_PATH, SERVICES_PATH, RegionApi, cluster, fake_gcloud, service_release,
+                           write_kubeconfig)
 
 CONTEXTS = {
     "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
     "europe-west4": "gke_hello-platform-production_europe-west4_hello-production-europe-west4",
 }
 PASSWORD = "a-test-password-never-echoed-4711"
-
-
-def cluster(region, primary_region, *, ready=True, archiving=True, ready_instances=3):
-    """A Cluster object as CloudNativePG 1.30 reports it."""
-    return {
-        "apiVersion": "postgresql.cnpg.io/v1",
-        "kind": "Cluster",
-        "metadata": {"name": "hello-db", "namespace": "hello"},
-        "spec": {
-            "instances": 3,
-            "bootstrap": {"initdb": {"database": "app", "owner": "app"}},
-            "replica": {"self": f"hello-db-{region}", "primary": f"hello-db-{primary_region}",
-                        "source": f"hello-db-{'europe-west4' if region == 'europe-west1' else 'europe-west1'}"},
-        },
-        "status": {
-            "phase": "Cluster in healthy state" if ready else "Waiting for the instances to become active",
-            "readyInstances": ready_instances,
-            "currentPrimary": "hello-db-1",
-            "conditions": [
-                {"type": "Ready", "status": "True" if ready else "False"},
-                {"type": "ContinuousArchiving", "status": "True" if archiving else "False"},
-            ],
-        },
-    }
-
-
-class RegionApi:
-    """Answers the Kubernetes API calls kubernetes.core makes to read one Cluster."""
-
-    def __init__(self, cluster_object):
-        self.cluster = cluster_object
-        self.requests = []
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                api.requests.append(("GET", self.path))
-                self.reply(api.answer(self.path.split("?")[0]))
-
-            def refuse_change(self):
-                # Recorded, so a test can prove that a refused run changed nothing.
-                api.requests.append((self.command, self.path))
-                self.reply({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                            "reason": "MethodNotAllowed", "code": 405, "message": "read-only test API"})
-
-            do_POST = do_PUT = do_PATCH = do_DELETE = refuse_change  # noqa: N815
-
-            def reply(self, body):
-                self.send_response(200 if body.get("kind") != "Status" else body["code"])
-                payload = json.dumps(body).encode()
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, path):
-        if path == "/version":
-            return {"major": "1", "minor": "34", "gitVersion": "v1.34.0"}
-        if path == "/api":
-            return {"kind": "APIVersions", "versions": ["v1"]}
-        if path == "/api/v1":
-            return {"kind": "APIResourceList", "groupVersion": "v1", "resources": []}
-        if path == "/apis":
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
-                "name": "postgresql.cnpg.io",
-                "versions": [{"groupVersion": "postgresql.cnpg.io/v1", "version": "v1"}],
-                "preferredVersion": {"groupVersion": "postgresql.cnpg.io/v1", "version": "v1"},
-            }]}
-        if path == "/apis/postgresql.cnpg.io/v1":
-            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "postgresql.cnpg.io/v1",
-                    "resources": [{"name": "clusters", "singularName": "cluster", "namespaced": True,
-                                   "kind": "Cluster", "verbs": ["get", "list", "patch", "update", "watch"]},
-                                  {"name": "clusters/status", "singularName": "", "namespaced": True,
-                                   "kind": "Cluster", "verbs": ["get", "patch", "update"]},
-                                  {"name": "backups", "singularName": "backup", "namespaced": True,
-                                   "kind": "Backup", "verbs": ["create", "get", "list", "watch"]}]}
-        if path == "/apis/postgresql.cnpg.io/v1/namespaces/hello/clusters/hello-db" and self.cluster:
-            return self.cluster
-        return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-                "message": f"{path} not found"}
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+DIGEST = "sha256:" + "c" * 64
 
 
 @pytest.fixture
 def regions(tmp_path):
-    """Starts a fake API per region given; returns the kubeconfig path and the servers."""
+    """Starts a fake API per region given; returns the kubeconfig path and the servers.
+
+    A region's value is its Cluster, or (Cluster, release) for a region where the service runs.
+    """
     servers = []
 
     def start(**clusters_by_region):
-        config = {"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": [
-            {"name": "test", "user": {"token": "test"}}]}
         apis = {}
-        for region, context in CONTEXTS.items():
-            if region in clusters_by_region:
-                api = RegionApi(clusters_by_region[region])
-                servers.append(api)
-                apis[region] = api
-                server = api.url
-            else:
-                # Nothing listens here: the region is lost.
-                server = "http://127.0.0.1:9"
-            config["clusters"].append({"name": region, "cluster": {"server": server}})
-            config["contexts"].append({"name": context, "context": {"cluster": region, "user": "test"}})
-        config["current-context"] = CONTEXTS["europe-west1"]
-        path = tmp_path / "kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        return path, apis
+        for region, answer in clusters_by_region.items():
+            cluster_object, release = answer if isinstance(answer, tuple) else (answer, None)
+            apis[region] = RegionApi(cluster_object, release)
+            servers.append(apis[region])
+        return write_kubeconfig(tmp_path / "kubeconfig", CONTEXTS, apis), apis
 
     yield start
     for api in servers:
@@ -151,13 +52,13 @@ def writes(apis):
     return {region: [r for r in api.requests if r[0] != "GET"] for region, api in apis.items()}
 
 
-CLUSTER_PATH = "/apis/postgresql.cnpg.io/v1/namespaces/hello/clusters/hello-db"
-
-
 def run(playbook, env, kubeconfig, *extra):
+    gcloud_log = kubeconfig.parent / "gcloud-calls.jsonl"
+    bin_dir = fake_gcloud(kubeconfig.parent / "bin", gcloud_log)
     result = ansible("ansible-playbook", "-i", f"inventories/{env}", f"playbooks/{playbook}",
                      "-e", f"hello_confirm_environment={env}", *extra,
-                     env={"KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig)})
+                     env={"KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig),
+                          "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     return result.returncode, result.stdout + result.stderr
 
 
@@ -261,10 +162,19 @@ def test_switchover_with_both_regions_healthy_demotes_the_primary_region_first(r
     assert writes(apis)["europe-west1"]
     assert set(writes(apis)["europe-west1"]) == {("PATCH", CLUSTER_PATH)}
     assert writes(apis)["europe-west4"] == []
+    # Before the demotion: both regions' credentials fetched, and both regions' slots read (for
+    # the release the new primary's region may need).
+    calls = [json.loads(line) for line in (kubeconfig.parent / "gcloud-calls.jsonl").read_text().splitlines()]
+    assert sorted(call[3] for call in calls if call[:3] == ["container", "clusters", "get-credentials"]) == [
+        "hello-production-europe-west1", "hello-production-europe-west4"]
+    for api in apis.values():
+        assert any(method == "GET" and path.split("?")[0] == SERVICES_PATH for method, path in api.requests)
 
 
 def test_confirmed_failover_of_a_silent_region_promotes_the_other_one(regions):
-    kubeconfig, apis = regions(**{"europe-west4": cluster("europe-west4", "europe-west1")})
+    # The surviving region runs the service already (warm standby): no digest is needed.
+    kubeconfig, apis = regions(**{"europe-west4": (cluster("europe-west4", "europe-west1"),
+                                                   service_release("green", DIGEST))})
     code, output = run("failover.yml", "production", kubeconfig, "-e", "postgres_failover_confirm=europe-west4")
     # The test API refuses every write, so the run stops at the promotion, which it attempted.
     assert code != 0
@@ -288,3 +198,26 @@ def test_backup_runs_where_the_primary_is_after_a_switchover(regions):
     assert writes(apis)["europe-west4"]
     assert {(method, path.split("?")[0]) for method, path in writes(apis)["europe-west4"]} == \
         {("POST", "/apis/postgresql.cnpg.io/v1/namespaces/hello/backups")}
+
+
+def test_failover_refuses_before_promoting_when_the_service_has_nothing_to_run(regions):
+    # The service never ran in the surviving region, and the lost region cannot say its digest.
+    kubeconfig, apis = regions(**{"europe-west4": cluster("europe-west4", "europe-west1")})
+    code, output = run("failover.yml", "production", kubeconfig, "-e", "postgres_failover_confirm=europe-west4")
+    flat = " ".join(output.split())
+    assert code != 0
+    assert "Nothing was promoted: the service does not run in europe-west4 yet" in flat
+    assert "-e @build/production/image.yml" in flat
+    assert "Promote the Cluster" not in output
+    assert writes(apis)["europe-west4"] == []
+
+
+def test_failover_with_a_digest_promotes_a_region_where_the_service_never_ran(regions):
+    kubeconfig, apis = regions(**{"europe-west4": cluster("europe-west4", "europe-west1")})
+    code, output = run("failover.yml", "production", kubeconfig, "-e", "postgres_failover_confirm=europe-west4",
+                       "-e", f"hello_image_digest={DIGEST}")
+    # The test API refuses every write, so the run stops at the promotion, which it attempted.
+    assert code != 0
+    assert "Nothing was promoted" not in output
+    assert "Promote the Cluster" in output
+    assert set(writes(apis)["europe-west4"]) == {("PATCH", CLUSTER_PATH)}

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from ansible_helpers import ansible, copy_inventory
+from fake_kube_api import RegionApi, write_kubeconfig
 
 DIGEST = "sha256:" + "b" * 64
 
@@ -54,13 +55,42 @@ def test_a_wrong_type_is_refused_by_the_argument_spec(tmp_path):
 
 
 @pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml"])
-def test_valid_input_reaches_the_cluster(tmp_path, playbook):
-    """With good input the run gets as far as reading the cluster, which does not exist here."""
+def test_a_cluster_that_does_not_answer_is_refused_before_the_release(tmp_path, playbook):
+    """With good input the run reads where the database's primary is first; with no cluster, it stops there."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
     result = ansible("ansible-playbook", "-i", "inventories/kind", f"playbooks/{playbook}",
                      "-e", f"hello_image_digest={DIGEST}", env={"KUBECONFIG": str(kubeconfig)})
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "TASK [hello_app : Read the Services]" in output
+    assert "TASK [postgres : Read the Cluster]" in output
+    assert "kind holds the database's primary (hello-db-kind) but does not answer" in " ".join(output.split())
     assert "Could not create API client" in output
+    # kind has no other region: the message says what to check, not to fail over.
+    assert "failover" not in " ".join(output.split())
+    assert "TASK [hello_app : Read the Services]" not in output
+
+
+@pytest.mark.parametrize(("playbook", "stop"), [
+    ("deploy.yml", None),
+    ("rollback.yml", "Nothing to roll back: Service hello does not exist"),
+])
+def test_valid_input_reaches_the_cluster(tmp_path, playbook, stop):
+    """With a cluster that answers (a read-only test API), the run gets to the service's slots."""
+    api = RegionApi(None)
+    try:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"kind": "kind-hello"}, {"kind": api})
+        result = ansible("ansible-playbook", "-i", "inventories/kind", f"playbooks/{playbook}",
+                         "-e", f"hello_image_digest={DIGEST}", env={"KUBECONFIG": str(kubeconfig)})
+    finally:
+        api.close()
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "TASK [hello_app : Read the Services]" in output
+    if playbook == "deploy.yml":
+        # A first release: its first write (the namespace) is what the test API refuses.
+        assert "kind: release: first release" in output
+        assert ("PATCH", "/api/v1/namespaces/hello") in api.writes()
+    else:
+        assert stop in " ".join(output.split())
+        assert api.writes() == []
