@@ -9,9 +9,12 @@ resources, zonal storage, WAL archiving through the plugin, retention, the backu
 the variable, the replica cluster's topology in the DR region, and no secret in any file.
 """
 
+import json
 import os
 import re
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -76,8 +79,8 @@ def rendered(builds):
             for env, build in builds.items()}
 
 
-# One render with operator choices set: a schedule, the PodMonitor, and a password that must
-# not reach any file.
+# One render with operator choices set: a schedule, the Prometheus Operator's PodMonitor
+# scraping every minute, and a password that must not reach any file.
 CUSTOM_SCHEDULE = "0 7 1 * * *"
 PASSWORD = "rendered-files-never-hold-this-0123456789"
 
@@ -85,7 +88,8 @@ PASSWORD = "rendered-files-never-hold-this-0123456789"
 @pytest.fixture(scope="module")
 def customised(tmp_path_factory):
     return render("production", tmp_path_factory.mktemp("custom"), f"backups_schedule='{CUSTOM_SCHEDULE}'",
-                  "postgres_pod_monitor_enabled=true", f"postgres_app_password={PASSWORD}")
+                  "postgres_metrics=prometheus-operator", "postgres_metrics_interval=1m",
+                  f"postgres_app_password={PASSWORD}")
 
 
 def one(objects, kind, name=None):
@@ -261,13 +265,229 @@ def test_a_switched_over_topology_renders_the_other_way_round(tmp_path):
     assert one(load_objects(build / "europe-west4"), "CronJob")["spec"]["suspend"] is False
 
 
-def test_pod_monitor_selects_the_instances_when_enabled(customised, rendered):
-    monitor = one(load_objects(customised / "europe-west1"), "PodMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"] == {"cnpg.io/cluster": "hello-db",
-                                                          "cnpg.io/podRole": "instance"}
-    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
-    # Off by default: GKE has no Prometheus Operator CRDs.
-    assert not [o for o in rendered["production"]["europe-west1"] if o["kind"] == "PodMonitor"]
+INSTANCES_OF_THE_CLUSTER = {"cnpg.io/cluster": "hello-db", "cnpg.io/podRole": "instance"}
+SCRAPE_KINDS = {"PodMonitoring", "PodMonitor"}
+
+
+def kinds(objects):
+    return [o["kind"] for o in objects]
+
+
+def test_gke_environments_scrape_the_instances_with_managed_prometheus(rendered):
+    for env, hosts in rendered.items():
+        for host, objects in hosts.items():
+            monitoring = one(objects, "PodMonitoring", "hello-db")
+            assert monitoring["apiVersion"] == "monitoring.googleapis.com/v1"
+            assert monitoring["metadata"]["namespace"] == "hello"
+            # Only the Cluster's instance pods: no poolers, no jobs, no other Cluster.
+            assert monitoring["spec"]["selector"] == {"matchLabels": INSTANCES_OF_THE_CLUSTER}, (env, host)
+            assert monitoring["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+            assert monitoring["spec"]["targetLabels"] == {
+                "fromPod": [{"from": "cnpg.io/instanceRole", "to": "instance_role"}]}
+            assert "PodMonitor" not in kinds(objects), (env, host)
+
+
+def test_prometheus_operator_renders_the_pod_monitor_and_no_pod_monitoring(customised):
+    for region in ("europe-west1", "europe-west4"):
+        objects = load_objects(customised / region)
+        monitor = one(objects, "PodMonitor", "hello-db")
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["spec"]["selector"] == {"matchLabels": INSTANCES_OF_THE_CLUSTER}
+        assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "interval": "1m"}]
+        assert "PodMonitoring" not in kinds(objects)
+
+
+def test_none_renders_no_scrape_object(tmp_path):
+    build = render("production", tmp_path, "postgres_metrics=none")
+    for region in ("europe-west1", "europe-west4"):
+        objects = load_objects(build / region)
+        assert one(objects, "Cluster", "hello-db")["kind"] == "Cluster"
+        assert not SCRAPE_KINDS & set(kinds(objects))
+
+
+def test_kind_renders_no_scrape_object(tmp_path):
+    """kind has neither Managed Service for Prometheus nor a Prometheus Operator."""
+    build = render("kind", tmp_path)
+    objects = load_objects(build)
+    assert one(objects, "Cluster", "hello-db")["kind"] == "Cluster"
+    assert not SCRAPE_KINDS & set(kinds(objects))
+
+
+def render_fails(tmp_path, *extra_vars):
+    """Renders staging with extra variables that must stop the run; returns its output."""
+    playbook = write_play(tmp_path / "render.yml", tasks=[
+        {"name": "Render the database objects",
+         "ansible.builtin.include_role": {"name": "postgres", "tasks_from": "render"}}])
+    args = ["-e", f"hello_k8s_build_dir={tmp_path}/build"]
+    for extra in extra_vars:
+        args += ["-e", extra]
+    result = ansible("ansible-playbook", "-i", "inventories/staging", playbook, *args)
+    assert result.returncode != 0, result.stdout
+    assert not (tmp_path / "build").exists()
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def test_the_former_boolean_stops_the_run_and_names_its_replacement(tmp_path):
+    output = render_fails(tmp_path, "postgres_pod_monitor_enabled=true")
+    assert "postgres_pod_monitor_enabled is no longer read" in output
+    assert "set postgres_metrics instead, to prometheus-operator for a PodMonitor" in output
+    assert "inventories/staging/group_vars/all/postgres.yml" in output
+
+
+def test_an_unknown_metrics_choice_is_refused(tmp_path):
+    output = render_fails(tmp_path, "postgres_metrics=prometheus")
+    assert "postgres_metrics" in output and "gmp, prometheus-operator, none" in output
+
+
+def test_an_interval_that_is_no_prometheus_duration_is_refused(tmp_path):
+    output = render_fails(tmp_path, "postgres_metrics_interval='30 seconds'")
+    assert "postgres_metrics_interval is 30 seconds, not a Prometheus duration" in output
+
+
+@pytest.mark.parametrize("choice, expected", [
+    ("gmp", ["cluster", "podmonitoring"]),
+    ("prometheus-operator", ["cluster", "podmonitor"]),
+    ("none", ["cluster"]),
+])
+def test_the_apply_task_applies_the_chosen_scrape_object(tmp_path, choice, expected):
+    """tasks/main.yml applies what its loop names; evaluate that loop after a real render."""
+    tasks = yaml.safe_load((REPO / "roles/postgres/tasks/main.yml").read_text())
+    apply = next(t for t in tasks if t["name"].startswith("Apply the Cluster"))
+    assert apply["kubernetes.core.k8s"]["src"] == "{{ hello_k8s_build_dir }}/postgres/{{ item }}.yml"
+    build = tmp_path / "build"
+    playbook = write_play(tmp_path / "apply-list.yml", hosts="europe-west1", tasks=[
+        {"name": "Render the database objects",
+         "ansible.builtin.include_role": {"name": "postgres", "tasks_from": "render"}},
+        {"name": "Show what the apply task loops over",
+         "ansible.builtin.debug": {"msg": "APPLIES {{ " + apply["loop"].strip("{} ") + " | to_json }}"}},
+    ])
+    result = ansible("ansible-playbook", "-i", "inventories/staging", playbook,
+                     "-e", f"hello_k8s_build_dir={build}", "-e", f"postgres_metrics={choice}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    applied = json.loads(re.search(r"APPLIES (\[.*?\])", result.stdout).group(1))
+    assert applied == expected
+    # Each file it applies was rendered, and holds the kind the choice names.
+    applied_kinds = [yaml.safe_load((build / "postgres" / f"{item}.yml").read_text())["kind"] for item in applied]
+    assert applied_kinds == {"gmp": ["Cluster", "PodMonitoring"], "prometheus-operator": ["Cluster", "PodMonitor"],
+                             "none": ["Cluster"]}[choice]
+
+
+class CrdApi:
+    """A Kubernetes API that serves discovery and, when given, one CustomResourceDefinition."""
+
+    def __init__(self, crd_name=None):
+        self.crd_name = crd_name
+        self.requests = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                api.requests.append(("GET", self.path))
+                body = api.answer(self.path.split("?")[0])
+                payload = json.dumps(body).encode()
+                self.send_response(body.get("code", 200) if body.get("kind") == "Status" else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, path):
+        group = "apiextensions.k8s.io"
+        if path == "/version":
+            return {"major": "1", "minor": "34", "gitVersion": "v1.34.0"}
+        if path == "/api":
+            return {"kind": "APIVersions", "versions": ["v1"]}
+        if path == "/api/v1":
+            return {"kind": "APIResourceList", "groupVersion": "v1", "resources": []}
+        if path == "/apis":
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+                "name": group, "versions": [{"groupVersion": f"{group}/v1", "version": "v1"}],
+                "preferredVersion": {"groupVersion": f"{group}/v1", "version": "v1"}}]}
+        if path == f"/apis/{group}/v1":
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/v1",
+                    "resources": [{"name": "customresourcedefinitions", "singularName": "customresourcedefinition",
+                                   "namespaced": False, "kind": "CustomResourceDefinition",
+                                   "verbs": ["get", "list", "watch"]}]}
+        if self.crd_name and path == f"/apis/{group}/v1/customresourcedefinitions/{self.crd_name}":
+            return {"apiVersion": f"{group}/v1", "kind": "CustomResourceDefinition",
+                    "metadata": {"name": self.crd_name}, "spec": {}}
+        return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                "message": f"{path} not found"}
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def check_metrics_kind(tmp_path, api, choice):
+    """Runs roles/postgres' metrics_check.yml for staging against api; returns (code, output)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": api.url}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        "users": [{"name": "test", "user": {"token": "test"}}]}))
+    playbook = write_play(tmp_path / "check.yml", tasks=[
+        {"name": "Check the metrics scrape object's kind",
+         "ansible.builtin.include_role": {"name": "postgres", "tasks_from": "metrics_check"}}])
+    result = ansible("ansible-playbook", "-i", "inventories/staging", playbook,
+                     "-e", "hello_kube_context=test", "-e", f"postgres_metrics={choice}",
+                     env={"KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig)})
+    return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+
+@pytest.fixture
+def crd_api():
+    apis = []
+
+    def start(crd_name=None):
+        apis.append(CrdApi(crd_name))
+        return apis[-1]
+
+    yield start
+    for api in apis:
+        api.close()
+
+
+def test_gmp_without_managed_collection_stops_before_applying_with_what_to_do(tmp_path, crd_api):
+    api = crd_api()
+    code, output = check_metrics_kind(tmp_path, api, "gmp")
+    assert code != 0
+    assert "has no podmonitorings.monitoring.googleapis.com CustomResourceDefinition" in output
+    assert "--enable-managed-prometheus" in output and "set postgres_metrics to none" in output
+    assert ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                   "podmonitorings.monitoring.googleapis.com") in api.requests
+    assert all(method == "GET" for method, _ in api.requests)
+
+
+@pytest.mark.parametrize("choice, crd", [("gmp", "podmonitorings.monitoring.googleapis.com"),
+                                         ("prometheus-operator", "podmonitors.monitoring.coreos.com")])
+def test_a_served_scrape_kind_passes_the_check(tmp_path, crd_api, choice, crd):
+    code, output = check_metrics_kind(tmp_path, crd_api(crd), choice)
+    assert code == 0, output
+
+
+def test_prometheus_operator_without_its_crds_stops(tmp_path, crd_api):
+    # The GKE kind is there, the Prometheus Operator's is not.
+    code, output = check_metrics_kind(tmp_path, crd_api("podmonitorings.monitoring.googleapis.com"),
+                                      "prometheus-operator")
+    assert code != 0
+    assert "has no podmonitors.monitoring.coreos.com CustomResourceDefinition" in output
+    assert "Install the Prometheus Operator there" in output
+
+
+def test_none_asks_the_cluster_nothing(tmp_path, crd_api):
+    api = crd_api()
+    code, output = check_metrics_kind(tmp_path, api, "none")
+    assert code == 0, output
+    assert api.requests == []
 
 
 def test_no_secret_in_any_rendered_file(rendered, customised):

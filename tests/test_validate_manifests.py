@@ -25,6 +25,23 @@ spec:
   storage: {size: 10Gi}
 """
 
+# Managed Service for Prometheus' kind, checked against k8s/gke-crds/ with or without HELLO_CRD_DIR.
+POD_MONITORING = """
+apiVersion: monitoring.googleapis.com/v1
+kind: PodMonitoring
+metadata: {name: hello-db, namespace: hello}
+spec:
+  selector:
+    matchLabels: {cnpg.io/cluster: hello-db, cnpg.io/podRole: instance}
+  endpoints:
+    - port: metrics
+      interval: 30s
+  targetLabels:
+    fromPod:
+      - from: cnpg.io/instanceRole
+        to: instance_role
+"""
+
 
 def validate(tmp_path, manifest, crd_dir=None):
     (tmp_path / "objects.yml").write_text(textwrap.dedent(manifest))
@@ -122,3 +139,28 @@ def test_missing_folder_is_a_usage_error(tmp_path):
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert "run scripts/render-manifests first" in result.stderr
+
+
+def test_a_pod_monitoring_is_checked_against_the_repositorys_gke_schema(tmp_path):
+    code, output = validate(tmp_path, POD_MONITORING)
+    assert code == 0, output
+    assert "1 objects checked" in output and "skipped" not in output
+
+
+@pytest.mark.parametrize("change, problem", [
+    # An unknown field (a typo of `port`).
+    (("    - port: metrics", "    - portName: metrics"), "'portName' was unexpected"),
+    # A mistyped one: an interval that is no Prometheus duration.
+    (("interval: 30s", "interval: 30"), "spec.endpoints.0.interval: 30 is not of type 'string'"),
+    (("interval: 30s", "interval: 30sec"), "spec.endpoints.0.interval: '30sec' does not match"),
+    # A port number out of range.
+    (("port: metrics", "port: 0"), "spec.endpoints.0.port"),
+    # A label the collectors reserve for themselves.
+    (("to: instance_role", "to: namespace"), "spec.targetLabels.fromPod.0.to"),
+    # The Prometheus Operator's field name in the GKE kind.
+    (("  endpoints:", "  podMetricsEndpoints:"), "'endpoints' is a required property"),
+])
+def test_a_wrong_pod_monitoring_is_rejected(tmp_path, change, problem):
+    code, output = validate(tmp_path, POD_MONITORING.replace(*change))
+    assert code == 1, output
+    assert "PodMonitoring hello-db" in output and problem in output
