@@ -137,6 +137,9 @@ def clusters(state, verb, positional, flags):
             "networkConfig": {"datapathProvider": "ADVANCED_DATAPATH" if "enable-dataplane-v2" in flags
                               else "LEGACY_DATAPATH"},
             "masterAuthorizedNetworksConfig": authorized_networks(flags),
+            # Managed collection is on by default since GKE 1.27, unless switched off.
+            "monitoringConfig": {"managedPrometheusConfig": {
+                "enabled": "no-enable-managed-prometheus" not in flags and "disable-managed-prometheus" not in flags}},
             "nodePools": [node_pool("default-pool", flags, zones)],
         }
     elif verb == "update":
@@ -148,6 +151,8 @@ def clusters(state, verb, positional, flags):
             cluster["workloadIdentityConfig"] = {"workloadPool": flags["workload-pool"]}
         if "enable-master-authorized-networks" in flags:
             cluster["masterAuthorizedNetworksConfig"] = authorized_networks(flags)
+        if "enable-managed-prometheus" in flags or "disable-managed-prometheus" in flags:
+            cluster["monitoringConfig"] = {"managedPrometheusConfig": {"enabled": "enable-managed-prometheus" in flags}}
     else:
         fail(f"fake gcloud: container clusters {verb} is not simulated", 3)
 

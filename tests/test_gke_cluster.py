@@ -134,6 +134,40 @@ def test_first_run_creates_clusters_pools_and_node_identity(production):
             assert pool["config"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
 
 
+def test_clusters_are_created_with_managed_prometheus_collection(production):
+    _, _, calls = production.first_run
+    creates = [call for call in calls if call[:3] == ["container", "clusters", "create"]]
+    assert len(creates) == 2
+    for call in creates:
+        assert "--enable-managed-prometheus" in call, call
+    for region, name in [("europe-west1", "hello-production-europe-west1"),
+                         ("europe-west4", "hello-production-europe-west4")]:
+        assert production.cluster(name, region)["monitoringConfig"] == {"managedPrometheusConfig": {"enabled": True}}
+
+
+def test_managed_prometheus_switched_off_is_switched_back_on_alone(production):
+    state = json.loads(production.state.read_text())
+    key = next(k for k in state["clusters"] if k.endswith("/europe-west1/hello-production-europe-west1"))
+    state["clusters"][key]["monitoringConfig"] = {"managedPrometheusConfig": {}}
+    production.state.write_text(json.dumps(state))
+    before = production.snapshot()
+    code, output, calls = production.run("--check")
+    assert code == 0, output
+    assert writes(calls) == [] and production.snapshot() == before
+
+    code, output, calls = production.run()
+    assert code == 0, output
+    assert writes(calls) == [["container", "clusters", "update", "hello-production-europe-west1",
+                              "--project=hello-platform-production", "--region=europe-west1",
+                              "--enable-managed-prometheus", "--quiet"]]
+    assert changed_counts(output) == {"europe-west1": 1, "europe-west4": 0}
+    assert production.cluster("hello-production-europe-west1", "europe-west1")["monitoringConfig"] == {
+        "managedPrometheusConfig": {"enabled": True}}
+
+    code, output, calls = production.run()
+    assert code == 0 and writes(calls) == [], output
+
+
 def test_second_run_changes_nothing(production):
     code, output, calls = production.run()
     assert code == 0, output
