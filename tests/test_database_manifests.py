@@ -339,9 +339,11 @@ def test_an_unknown_metrics_choice_is_refused(tmp_path):
     assert "postgres_metrics" in output and "gmp, prometheus-operator, none" in output
 
 
-def test_an_interval_that_is_no_prometheus_duration_is_refused(tmp_path):
-    output = render_fails(tmp_path, "postgres_metrics_interval='30 seconds'")
-    assert "postgres_metrics_interval is 30 seconds, not a Prometheus duration" in output
+@pytest.mark.parametrize("interval", ["30 seconds", "30", "30s1m"])
+def test_an_interval_that_is_no_prometheus_duration_is_refused(tmp_path, interval):
+    output = render_fails(tmp_path, f"postgres_metrics_interval='{interval}'")
+    assert f"postgres_metrics_interval is {interval}, not a Prometheus duration" in output
+    assert "such as 30s or 1m30s" in output
 
 
 @pytest.mark.parametrize("choice, expected", [
