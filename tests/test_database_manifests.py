@@ -6,21 +6,22 @@ the Kubernetes schema and the pinned CloudNativePG / Barman Cloud CRDs (scripts/
 and a policy over them checks what the design promises: three instances, one per zone, on the
 PostgreSQL node pool, quorum synchronous replication with required durability, Guaranteed
 resources, zonal storage, WAL archiving through the plugin, retention, the backup schedule from
-the variable, the replica cluster's topology in the DR region, and no secret in any file.
+the variable, the replica cluster's topology in the DR region, the metrics scrape object that
+postgres_metrics chooses (and, against a stand-in API server, the check that the cluster serves
+its kind), and no secret in any file.
 """
 
 import json
 import os
 import re
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ansible_helpers import REPO, ansible, write_play
+from fake_kube_api import RegionApi, write_kubeconfig
 
 ENVIRONMENTS = ["staging", "production"]
 PLUGIN = "barman-cloud.cloudnative-pg.io"
@@ -374,68 +375,37 @@ def test_the_apply_task_applies_the_chosen_scrape_object(tmp_path, choice, expec
                              "none": ["Cluster"]}[choice]
 
 
-class CrdApi:
-    """A Kubernetes API that serves discovery and, when given, one CustomResourceDefinition."""
+CRD_GROUP = "apiextensions.k8s.io"
+
+
+class CrdApi(RegionApi):
+    """A region's Kubernetes API that also serves discovery of CustomResourceDefinitions and,
+    when given, the one named crd_name."""
 
     def __init__(self, crd_name=None):
+        super().__init__(None)
         self.crd_name = crd_name
-        self.requests = []
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                api.requests.append(("GET", self.path))
-                body = api.answer(self.path.split("?")[0])
-                payload = json.dumps(body).encode()
-                self.send_response(body.get("code", 200) if body.get("kind") == "Status" else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, path):
-        group = "apiextensions.k8s.io"
-        if path == "/version":
-            return {"major": "1", "minor": "34", "gitVersion": "v1.34.0"}
-        if path == "/api":
-            return {"kind": "APIVersions", "versions": ["v1"]}
-        if path == "/api/v1":
-            return {"kind": "APIResourceList", "groupVersion": "v1", "resources": []}
         if path == "/apis":
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
-                "name": group, "versions": [{"groupVersion": f"{group}/v1", "version": "v1"}],
-                "preferredVersion": {"groupVersion": f"{group}/v1", "version": "v1"}}]}
-        if path == f"/apis/{group}/v1":
-            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/v1",
+            groups = super().answer(path)
+            version = {"groupVersion": f"{CRD_GROUP}/v1", "version": "v1"}
+            return {**groups, "groups": [*groups["groups"], {"name": CRD_GROUP, "versions": [version],
+                                                             "preferredVersion": version}]}
+        if path == f"/apis/{CRD_GROUP}/v1":
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{CRD_GROUP}/v1",
                     "resources": [{"name": "customresourcedefinitions", "singularName": "customresourcedefinition",
                                    "namespaced": False, "kind": "CustomResourceDefinition",
                                    "verbs": ["get", "list", "watch"]}]}
-        if self.crd_name and path == f"/apis/{group}/v1/customresourcedefinitions/{self.crd_name}":
-            return {"apiVersion": f"{group}/v1", "kind": "CustomResourceDefinition",
+        if self.crd_name and path == f"/apis/{CRD_GROUP}/v1/customresourcedefinitions/{self.crd_name}":
+            return {"apiVersion": f"{CRD_GROUP}/v1", "kind": "CustomResourceDefinition",
                     "metadata": {"name": self.crd_name}, "spec": {}}
-        return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-                "message": f"{path} not found"}
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        return super().answer(path)
 
 
 def check_metrics_kind(tmp_path, api, choice):
     """Runs roles/postgres' metrics_check.yml for staging against api; returns (code, output)."""
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": api.url}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-        "users": [{"name": "test", "user": {"token": "test"}}]}))
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"staging": "test"}, {"staging": api})
     playbook = write_play(tmp_path / "check.yml", tasks=[
         {"name": "Check the metrics scrape object's kind",
          "ansible.builtin.include_role": {"name": "postgres", "tasks_from": "metrics_check"}}])
@@ -466,7 +436,7 @@ def test_gmp_without_managed_collection_stops_before_applying_with_what_to_do(tm
     assert "--enable-managed-prometheus" in output and "set postgres_metrics to none" in output
     assert ("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
                    "podmonitorings.monitoring.googleapis.com") in api.requests
-    assert all(method == "GET" for method, _ in api.requests)
+    assert api.writes() == []
 
 
 @pytest.mark.parametrize("choice, crd", [("gmp", "podmonitorings.monitoring.googleapis.com"),
