@@ -275,7 +275,8 @@ def policy_images(objects):
     return problems
 
 
-def policy_network(objects, db_namespace, lb_ranges):
+def policy_network(objects, db_namespace, lb_ranges, remote_database_cidrs=()):
+    """remote_database_cidrs: the other regions' ranges, where the primary may be (DR region only)."""
     problems = []
     policy = objects.get(("NetworkPolicy", "hello"))
     if not policy:
@@ -301,13 +302,24 @@ def policy_network(objects, db_namespace, lb_ranges):
         for peer in rule["to"]:
             namespace = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
             pods_ = peer.get("podSelector", {}).get("matchLabels", {})
+            block = peer.get("ipBlock")
             for port in rule["ports"]:
-                allowed.add((namespace, tuple(sorted(pods_.items())), port["port"], port["protocol"]))
+                allowed.add((("ipBlock", block["cidr"], tuple(block.get("except", []))) if block
+                             else (namespace, tuple(sorted(pods_.items())))) + (port["port"], port["protocol"]))
     database = (db_namespace, (("cnpg.io/cluster", "hello-db"),), 5432, "TCP")
     dns = {("kube-system", (("k8s-app", "kube-dns"),), 53, proto) for proto in ("UDP", "TCP")}
-    if allowed != {database} | dns:
-        problems.append(f"egress must reach only the database pods on 5432 and DNS, found {sorted(allowed, key=str)}")
+    remote = {("ipBlock", cidr, (), 5432, "TCP") for cidr in remote_database_cidrs}
+    if allowed != {database} | dns | remote:
+        problems.append(f"egress must reach only the database pods on 5432, DNS and the other regions' database "
+                        f"load balancers {sorted(remote_database_cidrs)} on 5432, found {sorted(allowed, key=str)}")
     return problems
+
+
+def remote_database_cidrs(vars_):
+    """The other regions' ranges the inventory gives, with a DR region; none without."""
+    if not vars_["gcp_dr_region"]:
+        return []
+    return [cidr for region, cidr in vars_["hello_app_database_region_cidrs"].items() if region != vars_["gke_region"]]
 
 
 def policy_release_jobs(objects):
@@ -355,7 +367,7 @@ def policies(objects, vars_):
         "database url": policy_database_url(objects, "hello-db-app", "uri"),
         "images": policy_images(objects),
         "network": policy_network(objects, vars_["hello_db_namespace"],
-                                  ["35.191.0.0/16", "130.211.0.0/22"]),
+                                  ["35.191.0.0/16", "130.211.0.0/22"], remote_database_cidrs(vars_)),
         "release jobs": policy_release_jobs(objects),
     }
 
@@ -366,6 +378,27 @@ def test_every_policy_holds(rendered, env):
     failing = {name: problems for name, problems in results.items() if problems}
     assert not failing, failing
     assert len(results) == 13
+
+
+def test_production_reaches_the_primary_in_the_other_region_and_staging_does_not(rendered):
+    """With a DR region the service may reach the other region's database load balancer on 5432 only."""
+    egress = rendered["production"]["objects"][("NetworkPolicy", "hello")]["spec"]["egress"]
+    remote = [rule for rule in egress if any("ipBlock" in peer for peer in rule["to"])]
+    # The inventory's primary cluster is europe-west1: it reaches europe-west4's node subnetwork.
+    assert remote == [{"to": [{"ipBlock": {"cidr": "10.164.0.0/20"}}], "ports": [{"port": 5432, "protocol": "TCP"}]}]
+    staging = rendered["staging"]["objects"][("NetworkPolicy", "hello")]["spec"]["egress"]
+    assert not [rule for rule in staging if any("ipBlock" in peer for peer in rule["to"])]
+
+
+def test_a_dr_region_without_the_other_regions_ranges_is_refused(tmp_path):
+    result = ansible("ansible-playbook", "-i", "inventories/production", "playbooks/render.yml",
+                     "-e", f"hello_k8s_build_dir={tmp_path}/{{{{ inventory_hostname }}}}",
+                     "-e", json.dumps({"hello_app_database_region_cidrs": {"europe-west1": "10.132.0.0/20",
+                                                                           "europe-west4": "10.164.0.0/33"}}))
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "Set hello_app_database_region_cidrs in" in output
+    assert "10.164.0.0/33" in output
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -395,6 +428,17 @@ def _short_grace(o):
 def _egress_anywhere(o):
     o[("NetworkPolicy", "hello")]["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
                                                             "ports": [{"port": 443, "protocol": "TCP"}]})
+
+
+def _no_way_to_the_remote_primary(o):
+    egress = o[("NetworkPolicy", "hello")]["spec"]["egress"]
+    egress[:] = [rule for rule in egress if not any("ipBlock" in peer for peer in rule["to"])]
+
+
+def _remote_primary_on_any_port(o):
+    for rule in o[("NetworkPolicy", "hello")]["spec"]["egress"]:
+        if any("ipBlock" in peer for peer in rule["to"]):
+            rule["ports"] = [{"port": 1, "endPort": 65535, "protocol": "TCP"}]
 
 
 def _writable_root(o):
@@ -437,6 +481,7 @@ def _post_check_retried(o):
 MUTATIONS = [
     ("probes and shutdown", _drop_readiness), ("database url", _database_url_inline),
     ("probes and shutdown", _short_grace), ("network", _egress_anywhere),
+    ("network", _no_way_to_the_remote_primary), ("network", _remote_primary_on_any_port),
     ("security context", _writable_root), ("images", _image_by_tag),
     ("services", _both_services_on_blue), ("zone spread", _no_zone_spread),
     ("service account", _token_mounted), ("resources", _no_limits),
