@@ -1,7 +1,8 @@
 """Policy over the service's rendered Kubernetes objects (roles/hello_app, k8s/hello/).
 
-Both environments are rendered by the real playbooks/render.yml into a temporary folder. Each
-policy is a function that returns the problems it finds, so that a later edit of a template
+Both environments are rendered by the real playbooks/render.yml into a temporary folder, every
+region of each (the service runs in every region: where the database's primary is, and as a warm
+standby elsewhere), and every policy holds in each region. Each policy is a function that returns the problems it finds, so that a later edit of a template
 that loses a property fails here by name; the mutation tests at the end prove that every
 policy can fail.
 """
@@ -20,6 +21,8 @@ import yaml
 from ansible_helpers import REPO, ansible
 
 ENVIRONMENTS = ("staging", "production")
+# Every region of each environment's inventory, as (environment, host).
+REGIONS = (("staging", "europe-west1"), ("production", "europe-west1"), ("production", "europe-west4"))
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 SLOTS = ("blue", "green")
 CRD_DIR = os.environ.get("HELLO_CRD_DIR", "/work/shared/crds")
@@ -43,23 +46,29 @@ def load_objects(folder):
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
+    """(env, host) -> the folder and objects of that region's service."""
     root = tmp_path_factory.mktemp("build")
     out = {}
     for env in ENVIRONMENTS:
         render(root, env)
         folders = sorted((root / env).glob("*/hello"))
-        assert len(folders) == 1, f"{env}: the service renders on the primary cluster only, found {folders}"
-        out[env] = {"folder": folders[0], "objects": load_objects(folders[0])}
+        hosts = [host for e, host in REGIONS if e == env]
+        assert [f.parent.name for f in folders] == hosts, f"{env}: the service renders in every region, found {folders}"
+        for folder in folders:
+            out[(env, folder.parent.name)] = {"folder": folder, "objects": load_objects(folder)}
     return out
 
 
 @functools.cache
-def hostvars(env):
+def hostvars(env, host=None):
+    """A host's variables as the inventory resolves them; by default the primary region's."""
     result = ansible("ansible-inventory", "-i", f"inventories/{env}", "--list")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    host = data["primary_region"]["hosts"][0]
-    return data["_meta"]["hostvars"][host]
+    assert sorted(data["gke_clusters"]["children"]) == ["dr_region", "primary_region"]
+    regions = sorted(h for group in ("primary_region", "dr_region") for h in data.get(group, {}).get("hosts", []))
+    assert regions == sorted(h for e, h in REGIONS if e == env), f"{env}: REGIONS is out of date"
+    return data["_meta"]["hostvars"][host or data["primary_region"]["hosts"][0]]
 
 
 # --- helpers over objects -------------------------------------------------------------------
@@ -372,22 +381,43 @@ def policies(objects, vars_):
     }
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_every_policy_holds(rendered, env):
-    results = policies(rendered[env]["objects"], hostvars(env))
+@pytest.mark.parametrize(("env", "host"), REGIONS)
+def test_every_policy_holds(rendered, env, host):
+    results = policies(rendered[(env, host)]["objects"], hostvars(env, host))
     failing = {name: problems for name, problems in results.items() if problems}
     assert not failing, failing
     assert len(results) == 13
 
 
-def test_production_reaches_the_primary_in_the_other_region_and_staging_does_not(rendered):
-    """With a DR region the service may reach the other region's database load balancer on 5432 only."""
-    egress = rendered["production"]["objects"][("NetworkPolicy", "hello")]["spec"]["egress"]
-    remote = [rule for rule in egress if any("ipBlock" in peer for peer in rule["to"])]
-    # The inventory's primary cluster is europe-west1: it reaches europe-west4's node subnetwork.
-    assert remote == [{"to": [{"ipBlock": {"cidr": "10.164.0.0/20"}}], "ports": [{"port": 5432, "protocol": "TCP"}]}]
-    staging = rendered["staging"]["objects"][("NetworkPolicy", "hello")]["spec"]["egress"]
-    assert not [rule for rule in staging if any("ipBlock" in peer for peer in rule["to"])]
+def remote_egress(objects):
+    egress = objects[("NetworkPolicy", "hello")]["spec"]["egress"]
+    return [rule for rule in egress if any("ipBlock" in peer for peer in rule["to"])]
+
+
+@pytest.mark.parametrize(("host", "other_range"), [("europe-west1", "10.164.0.0/20"), ("europe-west4", "10.132.0.0/20")])
+def test_each_production_region_reaches_the_primary_in_the_other_region_only(rendered, host, other_range):
+    """With a DR region the service may reach the other region's database load balancer on 5432 only.
+
+    europe-west1 (the inventory's primary) reaches europe-west4's node subnetwork, and the DR
+    region europe-west4, whose warm standby uses the primary in europe-west1, reaches
+    europe-west1's and not its own.
+    """
+    remote = remote_egress(rendered[("production", host)]["objects"])
+    assert remote == [{"to": [{"ipBlock": {"cidr": other_range}}], "ports": [{"port": 5432, "protocol": "TCP"}]}]
+    own_range = hostvars("production", host)["hello_app_database_region_cidrs"][host]
+    assert own_range != other_range
+    assert own_range not in json.dumps(rendered[("production", host)]["objects"][("NetworkPolicy", "hello")])
+
+
+def test_staging_without_a_dr_region_reaches_no_other_region(rendered):
+    assert not remote_egress(rendered[("staging", "europe-west1")]["objects"])
+
+
+def test_the_regions_differ_only_in_the_egress_to_the_other_region(rendered):
+    west1, west4 = (rendered[("production", host)]["objects"] for host in ("europe-west1", "europe-west4"))
+    assert west1.keys() == west4.keys()
+    differing = sorted(key for key in west1 if west1[key] != west4[key])
+    assert differing == [("NetworkPolicy", "hello")], differing
 
 
 def test_a_dr_region_without_the_other_regions_ranges_is_refused(tmp_path):
@@ -401,9 +431,9 @@ def test_a_dr_region_without_the_other_regions_ranges_is_refused(tmp_path):
     assert "10.164.0.0/33" in output
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_rendered_objects_validate_against_the_schemas(rendered, env):
-    result = subprocess.run([str(REPO / "scripts/validate-manifests"), str(rendered[env]["folder"])],
+@pytest.mark.parametrize(("env", "host"), REGIONS)
+def test_rendered_objects_validate_against_the_schemas(rendered, env, host):
+    result = subprocess.run([str(REPO / "scripts/validate-manifests"), str(rendered[(env, host)]["folder"])],
                             env={**os.environ, "HELLO_CRD_DIR": CRD_DIR}, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert " 0 invalid" in result.stdout
@@ -492,7 +522,7 @@ MUTATIONS = [
 
 @pytest.mark.parametrize(("policy", "mutate"), MUTATIONS, ids=[m.__name__.strip("_") for _, m in MUTATIONS])
 def test_a_broken_object_is_caught(rendered, policy, mutate):
-    objects = copy.deepcopy(rendered["production"]["objects"])
+    objects = copy.deepcopy(rendered[("production", "europe-west1")]["objects"])
     mutate(objects)
     assert policies(objects, hostvars("production"))[policy], f"policy {policy!r} missed {mutate.__name__}"
 
