@@ -70,3 +70,26 @@ async fn postgres_has_the_agreed_users_table() {
         .unwrap();
     assert_eq!(rows.try_get::<i64>("", "users").unwrap(), 1);
 }
+
+/// Readers must not wait for the writer, and a commit must cost one sync: the service opens
+/// SQLite files in write-ahead-log mode (a setting SQLite keeps in the file).
+#[tokio::test]
+async fn sqlite_files_are_opened_in_write_ahead_log_mode() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.put_birthday("Ann", "1990-06-16")
+        .await
+        .error_for_status()
+        .unwrap();
+    // A plain connection, without the service's options, reads the mode stored in the file.
+    let db = Database::connect(&app.database.url).await.unwrap();
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "pragma journal_mode".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .expect("pragma journal_mode answers one row");
+    let mode: String = row.try_get("", "journal_mode").unwrap();
+    assert_eq!(mode, "wal");
+}
