@@ -145,6 +145,15 @@ def test_quorum_synchronous_replication_with_required_durability(rendered):
         assert synchronous["dataDurability"] == "required"
 
 
+def test_max_connections_is_the_shared_value_the_service_is_checked_against(rendered, tmp_path):
+    """One source of truth: hello_db_max_connections, the same in every region of an environment."""
+    expected = {"staging": "100", "production": "500"}
+    for env, host, cluster in clusters(rendered):
+        # A string, as CloudNativePG's parameters map requires.
+        assert cluster["spec"]["postgresql"]["parameters"]["max_connections"] == expected[env], (env, host)
+    changed = load_objects(render("staging", tmp_path, "hello_db_max_connections=321"))
+    assert one(changed, "Cluster", "hello-db")["spec"]["postgresql"]["parameters"]["max_connections"] == "321"
+
 def test_resources_requests_equal_limits_everywhere(rendered):
     for env, hosts in rendered.items():
         for host, objects in hosts.items():

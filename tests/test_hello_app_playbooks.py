@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from ansible_helpers import ansible, copy_inventory
+from ansible_helpers import REPO, ansible, copy_inventory, write_play
 from fake_kube_api import RegionApi, write_kubeconfig
 
 DIGEST = "sha256:" + "b" * 64
@@ -94,3 +94,45 @@ def test_valid_input_reaches_the_cluster(tmp_path, playbook, stop):
     else:
         assert stop in " ".join(output.split())
         assert api.writes() == []
+
+
+# --- the connection budget: every pod of both slots in every region, plus the reserve --------
+
+BUDGET_TASK = "Check that the service's database connections fit in the database's max_connections"
+
+
+@pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml", "render.yml"])
+def test_a_connection_budget_over_max_connections_is_refused_before_any_cluster_call(tmp_path, playbook):
+    # Staging's database allows 100: 1 region x 2 slots x 5 pods x 10 + 20 = 120 does not fit.
+    inventory = copy_inventory("staging", tmp_path)
+    code, output = run(inventory, playbook, "-e", f"hello_image_digest={DIGEST}",
+                       "-e", f"hello_k8s_build_dir={tmp_path}/build", "-e", json.dumps({"hello_app_max_replicas": 5}))
+    assert code != 0
+    assert ("The service may open 120 connections to the database's primary, more than its max_connections "
+            "(100): 1 region(s) x 2 slots (both run during a release) x hello_app_max_replicas (5) x "
+            "hello_app_database_max_connections (10) + hello_app_database_connection_reserve (20)") in output
+    assert f"Raise hello_db_max_connections in {inventory}/group_vars/all/postgres.yml" in output
+    assert f"in {inventory}/group_vars/all/hello_app.yml" in output
+    assert "Fetch" not in output and "Read the Cluster" not in output and "Render" not in output
+
+
+def test_the_budget_counts_the_pods_of_every_region(tmp_path):
+    """A DR region's warm standby reaches the same primary: production's two regions count twice."""
+    # One region's pods would fit in 480 (2 x 12 x 10 + 20 = 260); both regions' do not (500).
+    code, output = run("inventories/production", "render.yml", "-e", f"hello_k8s_build_dir={tmp_path}/build",
+                       "-e", "hello_db_max_connections=480")
+    assert code != 0
+    assert "The service may open 500 connections to the database's primary, more than its max_connections (480)" in output
+    assert "2 region(s) x 2 slots" in output
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("env", sorted(p.name for p in (REPO / "inventories").iterdir() if p.is_dir()))
+def test_every_shipped_inventory_fits_its_connection_budget(tmp_path, env):
+    playbook = write_play(tmp_path / "checks.yml", tasks=[{
+        "name": "Check the service's inputs",
+        "ansible.builtin.include_role": {"name": "hello_app", "tasks_from": "checks"}}])
+    result = ansible("ansible-playbook", "-i", f"inventories/{env}", playbook)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"TASK [hello_app : {BUDGET_TASK}]" in output
