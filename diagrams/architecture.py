@@ -91,6 +91,10 @@ def build() -> Diagram:
         with Cluster("region B (disaster recovery)"):
             with Cluster("regional GKE cluster B"):
                 gke_b = KubernetesEngine("GKE", nodeid="gke_b")
+                standby_app = Deploy(
+                    "hello (warm standby:\nsame digest, takes over\nwith the primary)",
+                    nodeid="standby_app",
+                )
                 replica = Postgresql(
                     "replica Cluster hello-db\n(designated primary,\npromoted on region loss)",
                     nodeid="pg_replica",
@@ -108,10 +112,11 @@ def build() -> Diagram:
         primary >> Edge(label="WAL archive +\nbase backups\n(barman-cloud)", **BACKUP) >> bucket
         dump >> Edge(label="logical dump", **BACKUP) >> bucket
         bucket >> Edge(label="WAL replay", **REPLICATION) >> replica
+        standby_app >> Edge(label="cross-region\ninternal LB", **REQUEST) >> rw
         bucket >> Edge(label="recovery", **BACKUP) >> drill
 
         workflows >> Edge(label="OIDC", **CONTROL) >> wif >> Edge(**CONTROL) >> ansible
         ansible >> Edge(label="image.yml", **CONTROL) >> registry
         ansible >> Edge(label="deploy · switchover\nfailover · drills", **CONTROL) >> [gke_a, gke_b]
-        registry >> Edge(label="pull by digest", **CONTROL) >> [blue, green]
+        registry >> Edge(label="pull by digest", **CONTROL) >> [blue, green, standby_app]
     return diagram
