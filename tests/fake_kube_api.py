@@ -148,6 +148,17 @@ class RegionApi:
         self.server.server_close()
 
 
+def start_regions(regions, servers):
+    """One RegionApi per region given: its Cluster, or (Cluster, release) where the service runs.
+    Each is added to servers too, for the caller to close."""
+    apis = {}
+    for region, answer in regions.items():
+        cluster_object, release = answer if isinstance(answer, tuple) else (answer, None)
+        apis[region] = RegionApi(cluster_object, release)
+        servers.append(apis[region])
+    return apis
+
+
 def write_kubeconfig(path, contexts, apis):
     """A kubeconfig with one context per region; a region without an API does not answer."""
     config = {"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": [

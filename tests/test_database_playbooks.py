@@ -15,7 +15,7 @@ import os
 import pytest
 
 from ansible_helpers import ansible
-from fake_kube_api import (CLUSTER_PATH, SERVICES_PATH, RegionApi, cluster, fake_gcloud, service_release,
+from fake_kube_api import (CLUSTER_PATH, SERVICES_PATH, cluster, fake_gcloud, service_release, start_regions,
                            write_kubeconfig)
 
 CONTEXTS = {
@@ -35,11 +35,7 @@ def regions(tmp_path):
     servers = []
 
     def start(**clusters_by_region):
-        apis = {}
-        for region, answer in clusters_by_region.items():
-            cluster_object, release = answer if isinstance(answer, tuple) else (answer, None)
-            apis[region] = RegionApi(cluster_object, release)
-            servers.append(apis[region])
+        apis = start_regions(clusters_by_region, servers)
         return write_kubeconfig(tmp_path / "kubeconfig", CONTEXTS, apis), apis
 
     yield start

@@ -13,7 +13,7 @@ import os
 import pytest
 
 from ansible_helpers import ansible
-from fake_kube_api import SERVICES_PATH, RegionApi, cluster, fake_gcloud, service_release, write_kubeconfig
+from fake_kube_api import SERVICES_PATH, cluster, fake_gcloud, service_release, start_regions, write_kubeconfig
 
 CONTEXTS = {
     "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
@@ -29,11 +29,7 @@ def production(tmp_path):
     servers = []
 
     def start(**regions):
-        apis = {}
-        for region, answer in regions.items():
-            cluster_object, release = answer if isinstance(answer, tuple) else (answer, None)
-            apis[region] = RegionApi(cluster_object, release)
-            servers.append(apis[region])
+        apis = start_regions(regions, servers)
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", CONTEXTS, apis)
         gcloud_log = tmp_path / "gcloud-calls.jsonl"
         bin_dir = fake_gcloud(tmp_path / "bin", gcloud_log)
