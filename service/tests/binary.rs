@@ -280,16 +280,16 @@ fn healthcheck_exits_0_only_when_healthz_answers_200() {
     assert!(String::from_utf8_lossy(&unhealthy.stderr).contains("cannot connect"));
 }
 
-/// SIGTERM: /readyz turns 503 at once, requests are served through the drain period, then the
-/// process exits 0. Every log line of a request carries its id.
+/// Every log line of a request carries its id: the caller's `x-request-id`, else a generated
+/// one. (The drain after SIGTERM is tested under load in tests/reliability/test_sigterm.py.)
 #[test]
-fn sigterm_drains_then_exits_0_and_every_request_line_has_the_request_id() {
+fn every_request_line_has_the_request_id() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&dir, &[("DRAIN_PERIOD", "2s"), ("RUST_LOG", "debug")]);
+    let server = Server::start(&dir, &[("DRAIN_PERIOD", "0s"), ("RUST_LOG", "debug")]);
     let client = reqwest::blocking::Client::new();
     let response = client
         .put(server.url("/hello/Ann"))
-        .header("x-request-id", "req-before-sigterm")
+        .header("x-request-id", "req-given")
         .body(r#"{"dateOfBirth": "1990-01-01"}"#)
         .send()
         .unwrap();
@@ -302,16 +302,6 @@ fn sigterm_drains_then_exits_0_and_every_request_line_has_the_request_id() {
         .to_owned();
 
     server.sigterm();
-    server.wait_for_line(|log| log["fields"]["message"] == "received SIGTERM");
-    let readyz = client.get(server.url("/readyz")).send().unwrap();
-    assert_eq!(readyz.status(), 503);
-    let during = client
-        .get(server.url("/hello/Ann"))
-        .header("x-request-id", "req-during-drain")
-        .send()
-        .unwrap();
-    assert_eq!(during.status(), 200, "served during the drain");
-
     let (status, logs) = server.wait();
     assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM");
     let messages: Vec<&str> = logs
@@ -329,7 +319,7 @@ fn sigterm_drains_then_exits_0_and_every_request_line_has_the_request_id() {
             .cloned()
     };
     let request_lines: Vec<Value> = logs.iter().filter_map(request_span).collect();
-    assert!(request_lines.len() >= 8, "request lines: {request_lines:?}");
+    assert!(request_lines.len() >= 4, "request lines: {request_lines:?}");
     for span in &request_lines {
         let id = span["request_id"].as_str().unwrap_or_default();
         assert!(
@@ -337,11 +327,7 @@ fn sigterm_drains_then_exits_0_and_every_request_line_has_the_request_id() {
             "a request line without a request id: {span}"
         );
     }
-    for id in [
-        "req-before-sigterm",
-        "req-during-drain",
-        generated_id.as_str(),
-    ] {
+    for id in ["req-given", generated_id.as_str()] {
         let lines = request_lines
             .iter()
             .filter(|span| span["request_id"] == id)

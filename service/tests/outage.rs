@@ -119,16 +119,6 @@ async fn postgres_on_a_fixed_port() -> (ContainerAsync<Postgres>, u16) {
     (container, port)
 }
 
-/// A database that restarts (the container stopped, then started again on the same port).
-#[tokio::test]
-async fn a_restarted_database_gives_503_meanwhile_then_recovers() {
-    let (container, port) = postgres_on_a_fixed_port().await;
-    survives_an_outage(port, async { container.stop().await.unwrap() }, async {
-        container.start().await.unwrap()
-    })
-    .await;
-}
-
 /// Four greetings of Ann at once, each answered 200: they hold (and then leave idle) four
 /// pooled connections.
 async fn greet_ann_four_times_at_once(app: &common::TestApp) {

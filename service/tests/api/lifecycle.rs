@@ -31,27 +31,6 @@ async fn finish_slow_put(mut stream: TcpStream) -> String {
     answer
 }
 
-async fn draining_turns_readyz_503_but_keeps_serving(backend: Backend) {
-    let mut app = spawn_app_with(backend, |s| s.drain_period = Duration::from_secs(2)).await;
-    app.put_birthday("Ann", "1990-06-16")
-        .await
-        .error_for_status()
-        .unwrap();
-    assert_eq!(app.get("/readyz").await.status(), 200);
-
-    app.trigger_shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_error(app.get("/readyz").await, 503, &["draining"]).await;
-    // New connections are still accepted and served during the drain.
-    let fresh = reqwest::Client::new();
-    let response = fresh.get(app.url("/hello/Ann")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(app.put_birthday("Bob", "1990-06-17").await.status(), 204);
-    assert_eq!(app.get("/healthz").await.status(), 200);
-
-    assert!(app.stopped().await.is_ok(), "a clean stop");
-}
-
 /// A request accepted before the listener closes completes after it; then the server stops
 /// cleanly and refuses new connections.
 async fn in_flight_requests_complete_after_the_drain(backend: Backend) {
@@ -96,7 +75,6 @@ async fn shutdown_is_bounded(backend: Backend) {
 }
 
 crate::on_both_backends!(
-    draining_turns_readyz_503_but_keeps_serving,
     in_flight_requests_complete_after_the_drain,
     shutdown_is_bounded,
 );
