@@ -5,7 +5,6 @@ architecture.svg and architecture.png. Every node carries a fixed id so that the
 always gives the same Graphviz source.
 """
 
-from diagrams import Cluster, Diagram, Edge
 from diagrams.gcp.compute import KubernetesEngine
 from diagrams.gcp.devtools import ContainerRegistry
 from diagrams.gcp.network import LoadBalancing
@@ -17,6 +16,8 @@ from diagrams.onprem.ci import GithubActions
 from diagrams.onprem.client import Users
 from diagrams.onprem.database import Postgresql
 from diagrams.onprem.iac import Ansible
+
+from diagrams import Cluster, Diagram, Edge
 
 TITLE = "hello-platform"
 
@@ -55,15 +56,11 @@ def build() -> Diagram:
         consumer = Users("API consumer", nodeid="consumer")
 
         with Cluster("CI/CD: GitHub Actions"):
-            workflows = GithubActions(
-                "ci · deploy\nrestore-drill · e2e-kind", nodeid="workflows"
-            )
+            workflows = GithubActions("ci · deploy\nrestore-drill · e2e-kind", nodeid="workflows")
             wif = Iam("Workload Identity\nFederation (no keys)", nodeid="wif")
             ansible = Ansible("ansible-playbook\nplaybooks/*.yml", nodeid="ansible")
 
-        registry = ContainerRegistry(
-            "Artifact Registry\n(multi-region,\nimages by digest)", nodeid="registry"
-        )
+        registry = ContainerRegistry("Artifact Registry\n(multi-region,\nimages by digest)", nodeid="registry")
         bucket = Storage(
             "GCS bucket\n(dual-region, versioned)\nWAL · base backups · pg_dump",
             nodeid="bucket",
@@ -88,21 +85,20 @@ def build() -> Diagram:
                         standby_c = Postgresql("standby", nodeid="pg_standby_c")
                 dump = Cronjob("pg_dump -Fc\nCronJob", nodeid="pg_dump")
 
-        with Cluster("region B (disaster recovery)"):
-            with Cluster("regional GKE cluster B"):
-                gke_b = KubernetesEngine("GKE", nodeid="gke_b")
-                standby_app = Deploy(
-                    "hello (warm standby:\nsame digest, takes over\nwith the primary)",
-                    nodeid="standby_app",
-                )
-                replica = Postgresql(
-                    "replica Cluster hello-db\n(designated primary,\npromoted on region loss)",
-                    nodeid="pg_replica",
-                )
-                drill = Job(
-                    "restore drill\n(throw-away cluster:\nverify, RPO, RTO, delete)",
-                    nodeid="drill",
-                )
+        with Cluster("region B (disaster recovery)"), Cluster("regional GKE cluster B"):
+            gke_b = KubernetesEngine("GKE", nodeid="gke_b")
+            standby_app = Deploy(
+                "hello (warm standby:\nsame digest, takes over\nwith the primary)",
+                nodeid="standby_app",
+            )
+            replica = Postgresql(
+                "replica Cluster hello-db\n(designated primary,\npromoted on region loss)",
+                nodeid="pg_replica",
+            )
+            drill = Job(
+                "restore drill\n(throw-away cluster:\nverify, RPO, RTO, delete)",
+                nodeid="drill",
+            )
 
         consumer >> Edge(label="HTTPS", **REQUEST) >> gateway >> Edge(**REQUEST) >> live
         live >> Edge(**REQUEST) >> blue

@@ -26,9 +26,9 @@ import sys
 import zlib
 from pathlib import Path
 
-import diagrams as diagrams_package
-
 import architecture
+
+import diagrams as diagrams_package
 
 HERE = Path(__file__).resolve().parent
 # Where the package's icons are, as the package itself names them (it does not resolve symbolic
@@ -55,13 +55,11 @@ def renderer() -> str:
     """What decides the exact bytes of a rendering: the system (its cairo and pango), the
     Graphviz version and the font it finds for Sans-Serif."""
     release = Path("/etc/os-release")
-    fields = dict(
-        line.split("=", 1) for line in release.read_text().splitlines() if "=" in line
-    ) if release.exists() else {}
+    fields = (
+        dict(line.split("=", 1) for line in release.read_text().splitlines() if "=" in line) if release.exists() else {}
+    )
     system = f"{fields.get('ID', 'unknown')} {fields.get('VERSION_ID', '')}".replace('"', "").strip()
-    version = subprocess.run(
-        ["dot", "-V"], capture_output=True, text=True, check=True
-    ).stderr.strip()
+    version = subprocess.run(["dot", "-V"], capture_output=True, text=True, check=True).stderr.strip()
     font = subprocess.run(
         ["fc-match", "--format=%{file}", "Sans-Serif"],
         capture_output=True,
@@ -145,8 +143,7 @@ def write() -> None:
     DOT_FILE.write_text(source)
     for fmt, path in IMAGES.items():
         path.write_bytes(render(source, fmt))
-    print(f"diagrams/render.py: wrote {DOT_FILE.name}, "
-          + ", ".join(path.name for path in IMAGES.values()))
+    print(f"diagrams/render.py: wrote {DOT_FILE.name}, " + ", ".join(path.name for path in IMAGES.values()))
 
 
 def check() -> list[str]:
@@ -162,8 +159,7 @@ def check() -> list[str]:
             "committed architecture.dot",
             "architecture.py now",
         )
-        problems.append(f"architecture.dot does not match architecture.py ({fix}):\n"
-                        + "".join(diff))
+        problems.append(f"architecture.dot does not match architecture.py ({fix}):\n" + "".join(diff))
     expected = stamp(source)
     for fmt, path in IMAGES.items():
         fresh = render(source, fmt)  # also proves the source renders here, icons included
@@ -177,8 +173,7 @@ def check() -> list[str]:
         elif found.split(";")[0] != expected.split(";")[0]:  # the source hash
             problems.append(f"{path.name} was rendered from another source ({fix})")
         elif found == expected and content != fresh:
-            problems.append(f"{path.name} differs from a fresh rendering by the same "
-                            f"renderer ({fix})")
+            problems.append(f"{path.name} differs from a fresh rendering by the same renderer ({fix})")
         else:
             how = "byte for byte" if found == expected else "by source hash (other renderer)"
             print(f"diagrams/render.py: {path.name} matches its source {how}")
@@ -187,12 +182,14 @@ def check() -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="change nothing; fail when the committed files are stale")
+    parser.add_argument("--check", action="store_true", help="change nothing; fail when the committed files are stale")
     arguments = parser.parse_args()
     if shutil.which("dot") is None:
-        print("diagrams/render.py: Graphviz `dot` is not installed (scripts/bootstrap "
-              "installs the Debian package graphviz)", file=sys.stderr)
+        print(
+            "diagrams/render.py: Graphviz `dot` is not installed (scripts/bootstrap "
+            "installs the Debian package graphviz)",
+            file=sys.stderr,
+        )
         return 2
     if not arguments.check:
         write()

@@ -2,7 +2,7 @@
 
 What cannot run here is a GKE cluster. The checks that guard a switchover or a failover read
 each region's CloudNativePG Cluster (and the service's slots) through the Kubernetes API, so
-each region is played by a small HTTP server on a loopback port (``fake_kube_api.RegionApi``);
+each region is played by a small HTTP server on a loopback port (``support.kube_api.RegionApi``);
 a kubeconfig names one context per region, as ``gcloud container clusters get-credentials``
 would, and a stand-in ``gcloud`` records that the playbooks fetch them. A region with no
 server does not answer, like a lost region. Every test asserts that the playbook stops, before
@@ -14,9 +14,16 @@ import os
 
 import pytest
 
-from ansible_helpers import ansible
-from fake_kube_api import (CLUSTER_PATH, SERVICES_PATH, cluster, fake_gcloud, service_release, start_regions,
-                           write_kubeconfig)
+from support.kube_api import (
+    CLUSTER_PATH,
+    SERVICES_PATH,
+    cluster,
+    fake_gcloud,
+    service_release,
+    start_regions,
+    write_kubeconfig,
+)
+from support.playbooks import ansible
 
 CONTEXTS = {
     "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
@@ -51,14 +58,24 @@ def writes(apis):
 def run(playbook, env, kubeconfig, *extra):
     gcloud_log = kubeconfig.parent / "gcloud-calls.jsonl"
     bin_dir = fake_gcloud(kubeconfig.parent / "bin", gcloud_log)
-    result = ansible("ansible-playbook", "-i", f"inventories/{env}", f"playbooks/{playbook}",
-                     "-e", f"hello_confirm_environment={env}", *extra,
-                     env={"KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig),
-                          "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    result = ansible(
+        "ansible-playbook",
+        "-i",
+        f"inventories/{env}",
+        f"playbooks/{playbook}",
+        "-e",
+        f"hello_confirm_environment={env}",
+        *extra,
+        env={
+            "KUBECONFIG": str(kubeconfig),
+            "K8S_AUTH_KUBECONFIG": str(kubeconfig),
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        },
+    )
     return result.returncode, result.stdout + result.stderr
 
 
-def test_database_refuses_without_the_app_password(regions):
+def test_database_refuses_without_the_app_password(ansible, regions):
     kubeconfig, _ = regions()
     code, output = run("database.yml", "staging", kubeconfig)
     assert code != 0
@@ -66,7 +83,7 @@ def test_database_refuses_without_the_app_password(regions):
     assert "Ansible\nVault" in output or "Ansible Vault" in output
 
 
-def test_database_refuses_a_bad_password_without_echoing_it(regions):
+def test_database_refuses_a_bad_password_without_echoing_it(ansible, regions):
     kubeconfig, _ = regions()
     code, output = run("database.yml", "staging", kubeconfig, "-e", "postgres_app_password=short pw")
     assert code != 0
@@ -74,14 +91,14 @@ def test_database_refuses_a_bad_password_without_echoing_it(regions):
     assert "short pw" not in output
 
 
-def test_switchover_refuses_an_environment_without_a_dr_region(regions):
+def test_switchover_refuses_an_environment_without_a_dr_region(ansible, regions):
     kubeconfig, _ = regions()
     code, output = run("switchover.yml", "staging", kubeconfig)
     assert code != 0
     assert "A switchover moves the primary between two regions" in output
 
 
-def test_switchover_refuses_while_a_region_does_not_answer(regions):
+def test_switchover_refuses_while_a_region_does_not_answer(ansible, regions):
     kubeconfig, apis = regions(**{"europe-west1": cluster("europe-west1", "europe-west1")})
     code, output = run("switchover.yml", "production", kubeconfig)
     assert code != 0
@@ -89,40 +106,44 @@ def test_switchover_refuses_while_a_region_does_not_answer(regions):
     assert ("GET", CLUSTER_PATH) in apis["europe-west1"].requests
 
 
-@pytest.mark.parametrize(("unhealthy", "state", "shown"), [
-    ("europe-west4", {"ready": False, "ready_instances": 2}, "2 of 3 instances ready"),
-    ("europe-west1", {"archiving": False}, "'ContinuousArchiving': 'False'"),
-])
-def test_switchover_refuses_while_a_region_is_unhealthy(regions, unhealthy, state, shown):
-    kubeconfig, _ = regions(**{
-        region: cluster(region, "europe-west1", **(state if region == unhealthy else {}))
-        for region in CONTEXTS
-    })
+@pytest.mark.parametrize(
+    ("unhealthy", "state", "shown"),
+    [
+        ("europe-west4", {"ready": False, "ready_instances": 2}, "2 of 3 instances ready"),
+        ("europe-west1", {"archiving": False}, "'ContinuousArchiving': 'False'"),
+    ],
+)
+def test_switchover_refuses_while_a_region_is_unhealthy(ansible, regions, unhealthy, state, shown):
+    kubeconfig, _ = regions(
+        **{region: cluster(region, "europe-west1", **(state if region == unhealthy else {})) for region in CONTEXTS}
+    )
     code, output = run("switchover.yml", "production", kubeconfig)
     assert code != 0
     assert f"Refusing the switchover: {unhealthy} is not healthy" in output
     assert shown in " ".join(output.split())
 
 
-def test_failover_needs_the_explicit_confirmation(regions):
+def test_failover_needs_the_explicit_confirmation(ansible, regions):
     kubeconfig, _ = regions(**{"europe-west4": cluster("europe-west4", "europe-west1")})
     code, output = run("failover.yml", "production", kubeconfig)
     assert code != 0
     assert "confirm with -e postgres_failover_confirm=europe-west4" in output
 
 
-def test_failover_refuses_a_wrong_confirmation(regions):
+def test_failover_refuses_a_wrong_confirmation(ansible, regions):
     kubeconfig, _ = regions(**{"europe-west4": cluster("europe-west4", "europe-west1")})
     code, output = run("failover.yml", "production", kubeconfig, "-e", "postgres_failover_confirm=europe-west1")
     assert code != 0
     assert "(got 'europe-west1')" in output
 
 
-def test_failover_refuses_while_the_old_primary_still_answers_as_primary(regions):
-    kubeconfig, apis = regions(**{
-        "europe-west1": cluster("europe-west1", "europe-west1"),
-        "europe-west4": cluster("europe-west4", "europe-west1"),
-    })
+def test_failover_refuses_while_the_old_primary_still_answers_as_primary(ansible, regions):
+    kubeconfig, apis = regions(
+        **{
+            "europe-west1": cluster("europe-west1", "europe-west1"),
+            "europe-west4": cluster("europe-west4", "europe-west1"),
+        }
+    )
     code, output = run("failover.yml", "production", kubeconfig, "-e", "postgres_failover_confirm=europe-west4")
     assert code != 0
     assert "Refusing the failover: europe-west1 still answers" in output
@@ -133,22 +154,26 @@ def test_failover_refuses_while_the_old_primary_still_answers_as_primary(regions
         assert {method for method, _ in api.requests} == {"GET"}
 
 
-def test_database_refuses_when_the_regions_disagree_on_the_primary(regions):
-    kubeconfig, _ = regions(**{
-        "europe-west1": cluster("europe-west1", "europe-west1"),
-        "europe-west4": cluster("europe-west4", "europe-west4"),
-    })
+def test_database_refuses_when_the_regions_disagree_on_the_primary(ansible, regions):
+    kubeconfig, _ = regions(
+        **{
+            "europe-west1": cluster("europe-west1", "europe-west1"),
+            "europe-west4": cluster("europe-west4", "europe-west4"),
+        }
+    )
     code, output = run("database.yml", "production", kubeconfig, "-e", f"postgres_app_password={PASSWORD}")
     assert code != 0
     assert "The regions disagree on which member holds the primary" in output
     assert PASSWORD not in output
 
 
-def test_switchover_with_both_regions_healthy_demotes_the_primary_region_first(regions):
-    kubeconfig, apis = regions(**{
-        "europe-west1": cluster("europe-west1", "europe-west1"),
-        "europe-west4": cluster("europe-west4", "europe-west1"),
-    })
+def test_switchover_with_both_regions_healthy_demotes_the_primary_region_first(ansible, regions):
+    kubeconfig, apis = regions(
+        **{
+            "europe-west1": cluster("europe-west1", "europe-west1"),
+            "europe-west4": cluster("europe-west4", "europe-west1"),
+        }
+    )
     code, output = run("switchover.yml", "production", kubeconfig)
     # The test API refuses every write, so the run stops at the first one: the demotion.
     assert code != 0
@@ -162,15 +187,18 @@ def test_switchover_with_both_regions_healthy_demotes_the_primary_region_first(r
     # the release the new primary's region may need).
     calls = [json.loads(line) for line in (kubeconfig.parent / "gcloud-calls.jsonl").read_text().splitlines()]
     assert sorted(call[3] for call in calls if call[:3] == ["container", "clusters", "get-credentials"]) == [
-        "hello-production-europe-west1", "hello-production-europe-west4"]
+        "hello-production-europe-west1",
+        "hello-production-europe-west4",
+    ]
     for api in apis.values():
         assert any(method == "GET" and path.split("?")[0] == SERVICES_PATH for method, path in api.requests)
 
 
-def test_confirmed_failover_of_a_silent_region_promotes_the_other_one(regions):
+def test_confirmed_failover_of_a_silent_region_promotes_the_other_one(ansible, regions):
     # The surviving region runs the service already (warm standby): no digest is needed.
-    kubeconfig, apis = regions(**{"europe-west4": (cluster("europe-west4", "europe-west1"),
-                                                   service_release("green", DIGEST))})
+    kubeconfig, apis = regions(
+        **{"europe-west4": (cluster("europe-west4", "europe-west1"), service_release("green", DIGEST))}
+    )
     code, output = run("failover.yml", "production", kubeconfig, "-e", "postgres_failover_confirm=europe-west4")
     # The test API refuses every write, so the run stops at the promotion, which it attempted.
     assert code != 0
@@ -180,23 +208,26 @@ def test_confirmed_failover_of_a_silent_region_promotes_the_other_one(regions):
     assert set(writes(apis)["europe-west4"]) == {("PATCH", CLUSTER_PATH)}
 
 
-def test_backup_runs_where_the_primary_is_after_a_switchover(regions):
+def test_backup_runs_where_the_primary_is_after_a_switchover(ansible, regions):
     # After a switchover both Clusters name europe-west4's member as the primary.
-    kubeconfig, apis = regions(**{
-        "europe-west1": cluster("europe-west1", "europe-west4"),
-        "europe-west4": cluster("europe-west4", "europe-west4"),
-    })
+    kubeconfig, apis = regions(
+        **{
+            "europe-west1": cluster("europe-west1", "europe-west4"),
+            "europe-west4": cluster("europe-west4", "europe-west4"),
+        }
+    )
     code, output = run("backup.yml", "production", kubeconfig)
     # The test API refuses the write, so the run stops at creating the Backup, which it attempted.
     assert code != 0
     assert "Create the Backup" in output
     assert writes(apis)["europe-west1"] == []
     assert writes(apis)["europe-west4"]
-    assert {(method, path.split("?")[0]) for method, path in writes(apis)["europe-west4"]} == \
-        {("POST", "/apis/postgresql.cnpg.io/v1/namespaces/hello/backups")}
+    assert {(method, path.split("?")[0]) for method, path in writes(apis)["europe-west4"]} == {
+        ("POST", "/apis/postgresql.cnpg.io/v1/namespaces/hello/backups")
+    }
 
 
-def test_failover_refuses_before_promoting_when_the_service_has_nothing_to_run(regions):
+def test_failover_refuses_before_promoting_when_the_service_has_nothing_to_run(ansible, regions):
     # The service never ran in the surviving region, and the lost region cannot say its digest.
     kubeconfig, apis = regions(**{"europe-west4": cluster("europe-west4", "europe-west1")})
     code, output = run("failover.yml", "production", kubeconfig, "-e", "postgres_failover_confirm=europe-west4")
@@ -208,10 +239,17 @@ def test_failover_refuses_before_promoting_when_the_service_has_nothing_to_run(r
     assert writes(apis)["europe-west4"] == []
 
 
-def test_failover_with_a_digest_promotes_a_region_where_the_service_never_ran(regions):
+def test_failover_with_a_digest_promotes_a_region_where_the_service_never_ran(ansible, regions):
     kubeconfig, apis = regions(**{"europe-west4": cluster("europe-west4", "europe-west1")})
-    code, output = run("failover.yml", "production", kubeconfig, "-e", "postgres_failover_confirm=europe-west4",
-                       "-e", f"hello_image_digest={DIGEST}")
+    code, output = run(
+        "failover.yml",
+        "production",
+        kubeconfig,
+        "-e",
+        "postgres_failover_confirm=europe-west4",
+        "-e",
+        f"hello_image_digest={DIGEST}",
+    )
     # The test API refuses every write, so the run stops at the promotion, which it attempted.
     assert code != 0
     assert "Nothing was promoted" not in output

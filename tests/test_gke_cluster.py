@@ -1,6 +1,6 @@
 """roles/gke_cluster through playbooks/cluster.yml, against a test double of gcloud.
 
-There is no Google Cloud here. These tests put tests/fake_gcloud.py on PATH as `gcloud`: it
+There is no Google Cloud here. These tests put tests/support/fake_gcloud.py on PATH as `gcloud`: it
 records every command line, has the real gcloud CLI parse it when installed (so a wrong flag fails the run), and
 answers from a JSON state file. They test the role's command lines, its read-before-write
 logic, idempotence (a second run changes nothing) and check mode (no command that writes).
@@ -17,12 +17,14 @@ import sys
 
 import pytest
 
-from ansible_helpers import REPO, ansible, copy_inventory, edit_vars
+from support.playbooks import REPO, ansible, copy_inventory, edit_vars
 
 REAL_GCLOUD = shutil.which("gcloud")
-READ_ONLY = {("container", "clusters", "describe"), ("iam", "service-accounts", "describe"),
-             ("projects", "get-iam-policy")}
-
+READ_ONLY = {
+    ("container", "clusters", "describe"),
+    ("iam", "service-accounts", "describe"),
+    ("projects", "get-iam-policy"),
+}
 
 
 class FakeProject:
@@ -36,7 +38,7 @@ class FakeProject:
         bin_dir = root / "bin"
         bin_dir.mkdir()
         gcloud = bin_dir / "gcloud"
-        gcloud.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_gcloud.py'} \"$@\"\n")
+        gcloud.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests" / "support" / "fake_gcloud.py"} "$@"\n')
         gcloud.chmod(0o755)
         self.env_vars = {
             "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -52,8 +54,16 @@ class FakeProject:
     def run(self, *extra):
         """Runs playbooks/cluster.yml; returns (exit code, output, the gcloud calls it made)."""
         self.log.write_text("")
-        result = ansible("ansible-playbook", "-i", self.inventory, REPO / "playbooks" / "cluster.yml",
-                         "-e", f"hello_confirm_environment={self.env}", *extra, env=self.env_vars)
+        result = ansible(
+            "ansible-playbook",
+            "-i",
+            self.inventory,
+            REPO / "playbooks" / "cluster.yml",
+            "-e",
+            f"hello_confirm_environment={self.env}",
+            *extra,
+            env=self.env_vars,
+        )
         calls = [json.loads(line) for line in self.log.read_text().splitlines()]
         return result.returncode, result.stdout + result.stderr, calls
 
@@ -67,7 +77,7 @@ class FakeProject:
 
 def writes(calls):
     """The calls that change something: all but the read-only ones."""
-    return [call for call in calls if not any(tuple(call[:len(verb)]) == verb for verb in READ_ONLY)]
+    return [call for call in calls if not any(tuple(call[: len(verb)]) == verb for verb in READ_ONLY)]
 
 
 def changed_counts(output):
@@ -85,14 +95,14 @@ def gcloud_config(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def production(tmp_path_factory, gcloud_config):
+def production(ansible, tmp_path_factory, gcloud_config):
     """Production (two regions) created from nothing by a first run."""
     project = FakeProject(tmp_path_factory.mktemp("production"), "production", gcloud_config)
     project.first_run = project.run()
     return project
 
 
-def test_check_mode_on_an_empty_project_only_reads(tmp_path, gcloud_config):
+def test_check_mode_on_an_empty_project_only_reads(ansible, tmp_path, gcloud_config):
     project = FakeProject(tmp_path, "staging", gcloud_config)
     code, output, calls = project.run("--check")
     assert code == 0, output
@@ -101,7 +111,7 @@ def test_check_mode_on_an_empty_project_only_reads(tmp_path, gcloud_config):
     assert project.snapshot() == ""
 
 
-def test_first_run_creates_clusters_pools_and_node_identity(production):
+def test_first_run_creates_clusters_pools_and_node_identity(ansible, production):
     code, output, calls = production.first_run
     assert code == 0, output
     verbs = [" ".join(a for a in call if not a.startswith("-"))[:60] for call in writes(calls)]
@@ -110,9 +120,13 @@ def test_first_run_creates_clusters_pools_and_node_identity(production):
     assert verbs.count("iam service-accounts create gke-nodes") == 1
     bindings = [call for call in calls if call[:2] == ["projects", "add-iam-policy-binding"]]
     assert sorted(flag(call, "role") for call in bindings) == [
-        "roles/artifactregistry.reader", "roles/container.defaultNodeServiceAccount"]
-    for region, name in [("europe-west1", "hello-production-europe-west1"),
-                         ("europe-west4", "hello-production-europe-west4")]:
+        "roles/artifactregistry.reader",
+        "roles/container.defaultNodeServiceAccount",
+    ]
+    for region, name in [
+        ("europe-west1", "hello-production-europe-west1"),
+        ("europe-west4", "hello-production-europe-west4"),
+    ]:
         cluster = production.cluster(name, region)
         assert cluster["releaseChannel"] == {"channel": "REGULAR"}
         assert cluster["workloadIdentityConfig"] == {"workloadPool": "hello-platform-production.svc.id.goog"}
@@ -125,27 +139,34 @@ def test_first_run_creates_clusters_pools_and_node_identity(production):
         assert postgres["initialNodeCount"] == 1 and "autoscaling" not in postgres
         assert postgres["config"]["labels"] == {"hello-platform/workload": "postgres"}
         assert postgres["config"]["taints"] == [
-            {"key": "hello-platform/workload", "value": "postgres", "effect": "NO_SCHEDULE"}]
-        assert app["autoscaling"] == {"enabled": True, "minNodeCount": 1, "maxNodeCount": 3,
-                                      "locationPolicy": "BALANCED"}
+            {"key": "hello-platform/workload", "value": "postgres", "effect": "NO_SCHEDULE"}
+        ]
+        assert app["autoscaling"] == {
+            "enabled": True,
+            "minNodeCount": 1,
+            "maxNodeCount": 3,
+            "locationPolicy": "BALANCED",
+        }
         assert "taints" not in app["config"]
         for pool in (postgres, app):
             assert pool["config"]["serviceAccount"] == "gke-nodes@hello-platform-production.iam.gserviceaccount.com"
             assert pool["config"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
 
 
-def test_clusters_are_created_with_managed_prometheus_collection(production):
+def test_clusters_are_created_with_managed_prometheus_collection(ansible, production):
     _, _, calls = production.first_run
     creates = [call for call in calls if call[:3] == ["container", "clusters", "create"]]
     assert len(creates) == 2
     for call in creates:
         assert "--enable-managed-prometheus" in call, call
-    for region, name in [("europe-west1", "hello-production-europe-west1"),
-                         ("europe-west4", "hello-production-europe-west4")]:
+    for region, name in [
+        ("europe-west1", "hello-production-europe-west1"),
+        ("europe-west4", "hello-production-europe-west4"),
+    ]:
         assert production.cluster(name, region)["monitoringConfig"] == {"managedPrometheusConfig": {"enabled": True}}
 
 
-def test_managed_prometheus_switched_off_is_switched_back_on_alone(production):
+def test_managed_prometheus_switched_off_is_switched_back_on_alone(ansible, production):
     state = json.loads(production.state.read_text())
     key = next(k for k in state["clusters"] if k.endswith("/europe-west1/hello-production-europe-west1"))
     state["clusters"][key]["monitoringConfig"] = {"managedPrometheusConfig": {}}
@@ -157,25 +178,35 @@ def test_managed_prometheus_switched_off_is_switched_back_on_alone(production):
 
     code, output, calls = production.run()
     assert code == 0, output
-    assert writes(calls) == [["container", "clusters", "update", "hello-production-europe-west1",
-                              "--project=hello-platform-production", "--region=europe-west1",
-                              "--enable-managed-prometheus", "--quiet"]]
+    assert writes(calls) == [
+        [
+            "container",
+            "clusters",
+            "update",
+            "hello-production-europe-west1",
+            "--project=hello-platform-production",
+            "--region=europe-west1",
+            "--enable-managed-prometheus",
+            "--quiet",
+        ]
+    ]
     assert changed_counts(output) == {"europe-west1": 1, "europe-west4": 0}
     assert production.cluster("hello-production-europe-west1", "europe-west1")["monitoringConfig"] == {
-        "managedPrometheusConfig": {"enabled": True}}
+        "managedPrometheusConfig": {"enabled": True}
+    }
 
     code, output, calls = production.run()
     assert code == 0 and writes(calls) == [], output
 
 
-def test_second_run_changes_nothing(production):
+def test_second_run_changes_nothing(ansible, production):
     code, output, calls = production.run()
     assert code == 0, output
     assert writes(calls) == []
     assert changed_counts(output) == {"europe-west1": 0, "europe-west4": 0}
 
 
-def test_a_changed_pool_size_is_previewed_by_check_then_applied_alone(production):
+def test_a_changed_pool_size_is_previewed_by_check_then_applied_alone(ansible, production):
     edit_vars(production.inventory / "host_vars/europe-west4.yml", gke_cluster_app_pool_max_nodes_per_zone=5)
     before = production.snapshot()
     code, output, calls = production.run("--check")
@@ -194,8 +225,10 @@ def test_a_changed_pool_size_is_previewed_by_check_then_applied_alone(production
     assert code == 0 and writes(calls) == [], output
 
 
-def test_a_changed_machine_type_stops_the_run_with_an_explanation(production):
-    edit_vars(production.inventory / "host_vars/europe-west1.yml", gke_cluster_postgres_pool_machine_type="n2-highmem-8")
+def test_a_changed_machine_type_stops_the_run_with_an_explanation(ansible, production):
+    edit_vars(
+        production.inventory / "host_vars/europe-west1.yml", gke_cluster_postgres_pool_machine_type="n2-highmem-8"
+    )
     try:
         code, output, calls = production.run()
     finally:
@@ -208,37 +241,57 @@ def test_a_changed_machine_type_stops_the_run_with_an_explanation(production):
 
 
 @pytest.mark.skipif(REAL_GCLOUD is None, reason="the gcloud CLI is not installed: command lines are not checked")
-def test_fake_gcloud_checks_command_lines(tmp_path, gcloud_config):
+def test_fake_gcloud_checks_command_lines(ansible, tmp_path, gcloud_config):
     """The double refuses what the real gcloud refuses, so the runs above used only valid commands."""
     project = FakeProject(tmp_path, "staging", gcloud_config)
-    command = [sys.executable, REPO / "tests" / "fake_gcloud.py", "container", "clusters", "create", "c",
-               "--project=p-123456", "--region=europe-west1", "--release-channel=sometimes"]
-    result = subprocess.run(command, env={**os.environ, **project.env_vars}, capture_output=True, text=True,
-                            check=False)
+    command = [
+        sys.executable,
+        REPO / "tests" / "support" / "fake_gcloud.py",
+        "container",
+        "clusters",
+        "create",
+        "c",
+        "--project=p-123456",
+        "--region=europe-west1",
+        "--release-channel=sometimes",
+    ]
+    result = subprocess.run(
+        command, env={**os.environ, **project.env_vars}, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 2
     assert "the real gcloud rejects this command line" in result.stderr
     assert "--release-channel: sometimes must be one of" in result.stderr
     assert project.snapshot() == ""
 
 
-def test_a_changed_channel_label_and_taint_become_one_update_each(production):
+def test_a_changed_channel_label_and_taint_become_one_update_each(ansible, production):
     host_vars = production.inventory / "host_vars/europe-west1.yml"
     pools = {
-        "postgres": {"name": "postgres", "labels": {"hello-platform/workload": "postgres"},
-                     "taint": {"key": "hello-platform/workload", "value": "postgres", "effect": "NoExecute"}},
+        "postgres": {
+            "name": "postgres",
+            "labels": {"hello-platform/workload": "postgres"},
+            "taint": {"key": "hello-platform/workload", "value": "postgres", "effect": "NoExecute"},
+        },
         "app": {"name": "app", "labels": {"hello-platform/workload": "app", "tier": "web"}},
     }
     edit_vars(host_vars, gke_cluster_release_channel="stable", hello_node_pools=pools)
     try:
         code, output, calls = production.run()
         assert code == 0, output
-        updates = sorted(call[:4] + [next(a for a in call if a.startswith(("--release-channel", "--node-")))]
-                         for call in writes(calls))
+        updates = sorted(
+            [*call[:4], next(a for a in call if a.startswith(("--release-channel", "--node-")))]
+            for call in writes(calls)
+        )
         assert updates == [
             ["container", "clusters", "update", "hello-production-europe-west1", "--release-channel=stable"],
             ["container", "node-pools", "update", "app", "--node-labels=hello-platform/workload=app,tier=web"],
-            ["container", "node-pools", "update", "postgres",
-             "--node-taints=hello-platform/workload=postgres:NoExecute"],
+            [
+                "container",
+                "node-pools",
+                "update",
+                "postgres",
+                "--node-taints=hello-platform/workload=postgres:NoExecute",
+            ],
         ]
         code, output, calls = production.run()
         assert code == 0 and writes(calls) == [], output

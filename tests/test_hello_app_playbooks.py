@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from ansible_helpers import REPO, ansible, copy_inventory, write_play
-from fake_kube_api import RegionApi, write_kubeconfig
+from support.kube_api import RegionApi, write_kubeconfig
+from support.playbooks import REPO, ansible, copy_inventory, write_play
 
 DIGEST = "sha256:" + "b" * 64
 
@@ -21,7 +21,7 @@ def run(inventory, playbook, *extra):
 
 
 @pytest.mark.parametrize("digest", ["", "latest", "sha256:1234"])
-def test_deploy_refuses_a_missing_or_bad_digest(tmp_path, digest):
+def test_deploy_refuses_a_missing_or_bad_digest(ansible, tmp_path, digest):
     inventory = copy_inventory("staging", tmp_path)
     code, output = run(inventory, "deploy.yml", "-e", json.dumps({"hello_image_digest": digest}))
     assert code != 0
@@ -29,7 +29,7 @@ def test_deploy_refuses_a_missing_or_bad_digest(tmp_path, digest):
     assert "Read the Services" not in output
 
 
-def test_deploy_to_production_needs_the_confirmation(tmp_path):
+def test_deploy_to_production_needs_the_confirmation(ansible, tmp_path):
     inventory = copy_inventory("production", tmp_path)
     code, output = run(inventory, "deploy.yml", "-e", f"hello_image_digest={DIGEST}")
     assert code != 0
@@ -37,30 +37,49 @@ def test_deploy_to_production_needs_the_confirmation(tmp_path):
 
 
 @pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml"])
-def test_a_grace_period_shorter_than_the_shutdown_is_refused(tmp_path, playbook):
+def test_a_grace_period_shorter_than_the_shutdown_is_refused(ansible, tmp_path, playbook):
     inventory = copy_inventory("staging", tmp_path)
-    code, output = run(inventory, playbook, "-e", f"hello_image_digest={DIGEST}",
-                       "-e", json.dumps({"hello_app_termination_grace_period_seconds": 30}))
+    code, output = run(
+        inventory,
+        playbook,
+        "-e",
+        f"hello_image_digest={DIGEST}",
+        "-e",
+        json.dumps({"hello_app_termination_grace_period_seconds": 30}),
+    )
     assert code != 0
     assert "hello_app_termination_grace_period_seconds (30) must exceed the preStop sleep + drain period" in output
     assert f"in {inventory}/group_vars/all/hello_app.yml" in output
 
 
-def test_a_wrong_type_is_refused_by_the_argument_spec(tmp_path):
+def test_a_wrong_type_is_refused_by_the_argument_spec(ansible, tmp_path):
     inventory = copy_inventory("staging", tmp_path)
-    code, output = run(inventory, "deploy.yml", "-e", f"hello_image_digest={DIGEST}",
-                       "-e", json.dumps({"hello_app_gateway_class": "nginx"}))
+    code, output = run(
+        inventory,
+        "deploy.yml",
+        "-e",
+        f"hello_image_digest={DIGEST}",
+        "-e",
+        json.dumps({"hello_app_gateway_class": "nginx"}),
+    )
     assert code != 0
     assert "hello_app_gateway_class must be one of: gke-l7-global-external-managed" in output
 
 
 @pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml"])
-def test_a_cluster_that_does_not_answer_is_refused_before_the_release(tmp_path, playbook):
+def test_a_cluster_that_does_not_answer_is_refused_before_the_release(ansible, tmp_path, playbook):
     """With good input the run reads where the database's primary is first; with no cluster, it stops there."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
-    result = ansible("ansible-playbook", "-i", "inventories/kind", f"playbooks/{playbook}",
-                     "-e", f"hello_image_digest={DIGEST}", env={"KUBECONFIG": str(kubeconfig)})
+    result = ansible(
+        "ansible-playbook",
+        "-i",
+        "inventories/kind",
+        f"playbooks/{playbook}",
+        "-e",
+        f"hello_image_digest={DIGEST}",
+        env={"KUBECONFIG": str(kubeconfig)},
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "TASK [postgres : Read the Cluster]" in output
@@ -71,17 +90,27 @@ def test_a_cluster_that_does_not_answer_is_refused_before_the_release(tmp_path, 
     assert "TASK [hello_app : Read the Services]" not in output
 
 
-@pytest.mark.parametrize(("playbook", "stop"), [
-    ("deploy.yml", None),
-    ("rollback.yml", "Nothing to roll back: Service hello does not exist"),
-])
-def test_valid_input_reaches_the_cluster(tmp_path, playbook, stop):
+@pytest.mark.parametrize(
+    ("playbook", "stop"),
+    [
+        ("deploy.yml", None),
+        ("rollback.yml", "Nothing to roll back: Service hello does not exist"),
+    ],
+)
+def test_valid_input_reaches_the_cluster(ansible, tmp_path, playbook, stop):
     """With a cluster that answers (a read-only test API), the run gets to the service's slots."""
     api = RegionApi(None)
     try:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"kind": "kind-hello"}, {"kind": api})
-        result = ansible("ansible-playbook", "-i", "inventories/kind", f"playbooks/{playbook}",
-                         "-e", f"hello_image_digest={DIGEST}", env={"KUBECONFIG": str(kubeconfig)})
+        result = ansible(
+            "ansible-playbook",
+            "-i",
+            "inventories/kind",
+            f"playbooks/{playbook}",
+            "-e",
+            f"hello_image_digest={DIGEST}",
+            env={"KUBECONFIG": str(kubeconfig)},
+        )
     finally:
         api.close()
     output = result.stdout + result.stderr
@@ -102,36 +131,60 @@ BUDGET_TASK = "Check that the service's database connections fit in the database
 
 
 @pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml", "render.yml"])
-def test_a_connection_budget_over_max_connections_is_refused_before_any_cluster_call(tmp_path, playbook):
+def test_a_connection_budget_over_max_connections_is_refused_before_any_cluster_call(ansible, tmp_path, playbook):
     # Staging's database allows 100: 1 region x 2 slots x 5 pods x 10 + 20 = 120 does not fit.
     inventory = copy_inventory("staging", tmp_path)
-    code, output = run(inventory, playbook, "-e", f"hello_image_digest={DIGEST}",
-                       "-e", f"hello_k8s_build_dir={tmp_path}/build", "-e", json.dumps({"hello_app_max_replicas": 5}))
+    code, output = run(
+        inventory,
+        playbook,
+        "-e",
+        f"hello_image_digest={DIGEST}",
+        "-e",
+        f"hello_k8s_build_dir={tmp_path}/build",
+        "-e",
+        json.dumps({"hello_app_max_replicas": 5}),
+    )
     assert code != 0
-    assert ("The service may open 120 connections to the database's primary, more than its max_connections "
-            "(100): 1 region(s) x 2 slots (both run during a release) x hello_app_max_replicas (5) x "
-            "hello_app_database_max_connections (10) + hello_app_database_connection_reserve (20)") in output
+    assert (
+        "The service may open 120 connections to the database's primary, more than its max_connections "
+        "(100): 1 region(s) x 2 slots (both run during a release) x hello_app_max_replicas (5) x "
+        "hello_app_database_max_connections (10) + hello_app_database_connection_reserve (20)"
+    ) in output
     assert f"Raise hello_db_max_connections in {inventory}/group_vars/all/postgres.yml" in output
     assert f"in {inventory}/group_vars/all/hello_app.yml" in output
     assert "Fetch" not in output and "Read the Cluster" not in output and "Render" not in output
 
 
-def test_the_budget_counts_the_pods_of_every_region(tmp_path):
+def test_the_budget_counts_the_pods_of_every_region(ansible, tmp_path):
     """A DR region's warm standby reaches the same primary: production's two regions count twice."""
     # One region's pods would fit in 480 (2 x 12 x 10 + 20 = 260); both regions' do not (500).
-    code, output = run("inventories/production", "render.yml", "-e", f"hello_k8s_build_dir={tmp_path}/build",
-                       "-e", "hello_db_max_connections=480")
+    code, output = run(
+        "inventories/production",
+        "render.yml",
+        "-e",
+        f"hello_k8s_build_dir={tmp_path}/build",
+        "-e",
+        "hello_db_max_connections=480",
+    )
     assert code != 0
-    assert "The service may open 500 connections to the database's primary, more than its max_connections (480)" in output
+    assert (
+        "The service may open 500 connections to the database's primary, more than its max_connections (480)" in output
+    )
     assert "2 region(s) x 2 slots" in output
     assert not (tmp_path / "build").exists()
 
 
 @pytest.mark.parametrize("env", sorted(p.name for p in (REPO / "inventories").iterdir() if p.is_dir()))
-def test_every_shipped_inventory_fits_its_connection_budget(tmp_path, env):
-    playbook = write_play(tmp_path / "checks.yml", tasks=[{
-        "name": "Check the service's inputs",
-        "ansible.builtin.include_role": {"name": "hello_app", "tasks_from": "checks"}}])
+def test_every_shipped_inventory_fits_its_connection_budget(ansible, tmp_path, env):
+    playbook = write_play(
+        tmp_path / "checks.yml",
+        tasks=[
+            {
+                "name": "Check the service's inputs",
+                "ansible.builtin.include_role": {"name": "hello_app", "tasks_from": "checks"},
+            }
+        ],
+    )
     result = ansible("ansible-playbook", "-i", f"inventories/{env}", playbook)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

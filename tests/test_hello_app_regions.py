@@ -1,7 +1,7 @@
 """playbooks/deploy.yml and rollback.yml follow the database's primary across regions.
 
 Real ansible-playbook runs against the production inventory (two regions). Each region is a
-fake Kubernetes API on a loopback port (tests/fake_kube_api.py) that answers the reads and
+fake Kubernetes API on a loopback port (tests/support/kube_api.py) that answers the reads and
 refuses every write, recording it: so a run shows where it would have changed something first,
 and a region with no server does not answer, like a lost region. A stand-in gcloud records the
 credentials the playbooks fetch.
@@ -12,8 +12,7 @@ import os
 
 import pytest
 
-from ansible_helpers import ansible
-from fake_kube_api import SERVICES_PATH, cluster, fake_gcloud, service_release, start_regions, write_kubeconfig
+from support.kube_api import SERVICES_PATH, cluster, fake_gcloud, service_release, start_regions, write_kubeconfig
 
 CONTEXTS = {
     "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
@@ -24,7 +23,7 @@ NAMESPACE_PATH = "/api/v1/namespaces/hello"
 
 
 @pytest.fixture
-def production(tmp_path):
+def production(ansible, tmp_path):
     """start(region=Cluster or (Cluster, release), ...) -> run(playbook, *extra) -> (code, output, apis)."""
     servers = []
 
@@ -35,12 +34,21 @@ def production(tmp_path):
         bin_dir = fake_gcloud(tmp_path / "bin", gcloud_log)
 
         def run(playbook, *extra):
-            result = ansible("ansible-playbook", "-i", "inventories/production", f"playbooks/{playbook}",
-                             "-e", "hello_confirm_environment=production", *extra,
-                             env={"KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig),
-                                  "PATH": f"{bin_dir}:{os.environ['PATH']}"})
-            calls = ([json.loads(line) for line in gcloud_log.read_text().splitlines()]
-                     if gcloud_log.exists() else [])
+            result = ansible(
+                "ansible-playbook",
+                "-i",
+                "inventories/production",
+                f"playbooks/{playbook}",
+                "-e",
+                "hello_confirm_environment=production",
+                *extra,
+                env={
+                    "KUBECONFIG": str(kubeconfig),
+                    "K8S_AUTH_KUBECONFIG": str(kubeconfig),
+                    "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                },
+            )
+            calls = [json.loads(line) for line in gcloud_log.read_text().splitlines()] if gcloud_log.exists() else []
             return result.returncode, result.stdout + result.stderr, apis, calls
 
         return run
@@ -55,25 +63,32 @@ def flat(output):
 
 
 @pytest.mark.parametrize(("playbook", "done"), [("deploy.yml", "released"), ("rollback.yml", "rolled back")])
-def test_a_silent_primary_region_is_refused_before_any_release_task(production, playbook, done):
+def test_a_silent_primary_region_is_refused_before_any_release_task(ansible, production, playbook, done):
     # europe-west1 holds the primary (the surviving Cluster says so) and does not answer.
     run = production(**{"europe-west4": (cluster("europe-west4", "europe-west1"), service_release("blue", DIGEST))})
     code, output, apis, calls = run(playbook, "-e", f"hello_image_digest={DIGEST}")
     assert code != 0
-    assert (f"Nothing was {done}: europe-west1 holds the database's primary (hello-db-europe-west1) "
-            "but does not answer") in flat(output)
+    assert (
+        f"Nothing was {done}: europe-west1 holds the database's primary (hello-db-europe-west1) but does not answer"
+    ) in flat(output)
     assert "run playbooks/failover.yml first" in flat(output)
     assert "TASK [hello_app : Read the Services]" not in output
     assert apis["europe-west4"].writes() == []
     # The credentials of both regions were fetched before the topology was read.
     assert sorted(call[3] for call in calls if call[:3] == ["container", "clusters", "get-credentials"]) == [
-        "hello-production-europe-west1", "hello-production-europe-west4"]
+        "hello-production-europe-west1",
+        "hello-production-europe-west4",
+    ]
 
 
-def test_deploy_releases_first_where_the_primary_is_after_a_switchover(production):
+def test_deploy_releases_first_where_the_primary_is_after_a_switchover(ansible, production):
     # Both Clusters name europe-west4's member as the primary.
-    run = production(**{"europe-west1": cluster("europe-west1", "europe-west4"),
-                        "europe-west4": cluster("europe-west4", "europe-west4")})
+    run = production(
+        **{
+            "europe-west1": cluster("europe-west1", "europe-west4"),
+            "europe-west4": cluster("europe-west4", "europe-west4"),
+        }
+    )
     code, output, apis, _ = run("deploy.yml", "-e", f"hello_image_digest={DIGEST}")
     # The test API refuses every write, so the run stops at the release's first one (the
     # namespace), in europe-west4; any_errors_fatal keeps europe-west1 untouched.
@@ -84,11 +99,11 @@ def test_deploy_releases_first_where_the_primary_is_after_a_switchover(productio
     assert not any(path.split("?")[0] == SERVICES_PATH for _, path in apis["europe-west1"].requests)
 
 
-def test_a_silent_standby_region_is_skipped_loudly_and_the_primary_is_released(production):
+def test_a_silent_standby_region_is_skipped_loudly_and_the_primary_is_released(ansible, production):
     run = production(**{"europe-west1": cluster("europe-west1", "europe-west1")})
     code, output, apis, _ = run("deploy.yml", "-e", f"hello_image_digest={DIGEST}")
-    assert (f"WARNING: europe-west4 did not answer") in flat(output)
-    assert ("so the service there was NOT released in this run" in flat(output))
+    assert ("WARNING: europe-west4 did not answer") in flat(output)
+    assert "so the service there was NOT released in this run" in flat(output)
     assert f"playbooks/deploy.yml -e hello_image_digest={DIGEST} again" in flat(output)
     # The release in the primary's region went ahead (up to the first write the test API refuses).
     assert "europe-west1: release: first release" in output

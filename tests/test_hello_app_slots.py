@@ -6,11 +6,12 @@ so the plugin is proven to load from the role.
 """
 
 import importlib.util
+import re
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_helpers import REPO, ansible
+from support.playbooks import REPO
 
 PLUGIN = REPO / "roles/hello_app/filter_plugins/hello_app_slots.py"
 spec = importlib.util.spec_from_file_location("hello_app_slots", PLUGIN)
@@ -33,18 +34,20 @@ def service(name="hello", slot="blue"):
 def deployment(slot, digest, replicas, ready=None):
     return {
         "metadata": {"name": f"hello-{slot}"},
-        "spec": {"replicas": replicas,
-                 "template": {"spec": {"containers": [{"name": "hello", "image": f"{REPOSITORY}@{digest}"}]}}},
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "hello", "image": f"{REPOSITORY}@{digest}"}]}},
+        },
         "status": {"readyReplicas": replicas if ready is None else ready},
     }
 
 
 def state(live=None, blue=None, green=None):
     """live: the slot Service hello selects (None: no Service); blue/green: (digest, replicas)."""
-    services = {"resources": [service(slot=live), service("hello-preview", slots.other_slot(live))]
-                if live else []}
-    deployments = {"resources": [deployment(slot, *spec) for slot, spec in
-                                 (("blue", blue), ("green", green)) if spec is not None]}
+    services = {"resources": [service(slot=live), service("hello-preview", slots.other_slot(live))] if live else []}
+    deployments = {
+        "resources": [deployment(slot, *spec) for slot, spec in (("blue", blue), ("green", green)) if spec is not None]
+    }
     return slots.slot_state(services, deployments)
 
 
@@ -57,36 +60,74 @@ RELEASES = [
     ("green live, blue scaled to zero", state("green", (OTHER, 0), (OLD, 2)), "release", "green", "blue", "green", 2),
     ("live slot below the minimum", state("blue", (OLD, 1), (OTHER, 0)), "release", "blue", "green", "blue", 2),
     ("live slot above the maximum", state("blue", (OLD, 30), (OTHER, 0)), "release", "blue", "green", "blue", 10),
-    ("same digest rolled onto the idle slot, not switched: resume",
-     state("blue", (OLD, 3), (NEW, 3)), "release", "blue", "green", "blue", 3),
-    ("digest already live, idle slot at zero: nothing to do",
-     state("green", (OLD, 0), (NEW, 3)), "none", "green", "green", "blue", 3),
-    ("digest already live, old slot still up (stopped before scale-down): finish",
-     state("green", (OLD, 3), (NEW, 3)), "finish", "green", "green", "blue", 3),
+    (
+        "same digest rolled onto the idle slot, not switched: resume",
+        state("blue", (OLD, 3), (NEW, 3)),
+        "release",
+        "blue",
+        "green",
+        "blue",
+        3,
+    ),
+    (
+        "digest already live, idle slot at zero: nothing to do",
+        state("green", (OLD, 0), (NEW, 3)),
+        "none",
+        "green",
+        "green",
+        "blue",
+        3,
+    ),
+    (
+        "digest already live, old slot still up (stopped before scale-down): finish",
+        state("green", (OLD, 3), (NEW, 3)),
+        "finish",
+        "green",
+        "green",
+        "blue",
+        3,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "current", "action", "live", "target", "previous", "replicas"),
-                         RELEASES, ids=[row[0] for row in RELEASES])
+@pytest.mark.parametrize(
+    ("case", "current", "action", "live", "target", "previous", "replicas"), RELEASES, ids=[row[0] for row in RELEASES]
+)
 def test_release_plan(case, current, action, live, target, previous, replicas):
     plan = slots.release_plan(current, NEW, min_replicas=2, max_replicas=10)
     assert (plan["action"], plan["live"], plan["target"], plan["previous"], plan["target_replicas"]) == (
-        action, live, target, previous, replicas), plan["reason"]
+        action,
+        live,
+        target,
+        previous,
+        replicas,
+    ), plan["reason"]
 
 
 # (case, state, fragments of the error)
 REFUSED_RELEASES = [
-    ("another digest already running in the idle slot", state("blue", (OLD, 3), (OTHER, 3)),
-     ["A release is half-done", "blue (" + OLD, "green (" + OTHER,
-      f"playbooks/deploy.yml -e hello_image_digest={OTHER}", f"-e hello_image_digest={OLD}",
-      "playbooks/rollback.yml", f"Then release {NEW}"]),
-    ("live Deployment missing", state("green", blue=(OLD, 0)),
-     ["Service hello sends users to green, but Deployment hello-green does not exist"]),
+    (
+        "another digest already running in the idle slot",
+        state("blue", (OLD, 3), (OTHER, 3)),
+        [
+            "A release is half-done",
+            "blue (" + OLD,
+            "green (" + OTHER,
+            f"playbooks/deploy.yml -e hello_image_digest={OTHER}",
+            f"-e hello_image_digest={OLD}",
+            "playbooks/rollback.yml",
+            f"Then release {NEW}",
+        ],
+    ),
+    (
+        "live Deployment missing",
+        state("green", blue=(OLD, 0)),
+        ["Service hello sends users to green, but Deployment hello-green does not exist"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "current", "fragments"), REFUSED_RELEASES,
-                         ids=[row[0] for row in REFUSED_RELEASES])
+@pytest.mark.parametrize(("case", "current", "fragments"), REFUSED_RELEASES, ids=[row[0] for row in REFUSED_RELEASES])
 def test_release_refused(case, current, fragments):
     with pytest.raises(AnsibleFilterError) as error:
         slots.release_plan(current, NEW, inventory="inventories/staging")
@@ -101,7 +142,9 @@ def test_release_refuses_a_bad_digest(digest):
 
 
 def test_half_done_message_names_the_inventory():
-    with pytest.raises(AnsibleFilterError, match="ansible-playbook -i inventories/production playbooks/rollback.yml"):
+    with pytest.raises(
+        AnsibleFilterError, match=re.escape("ansible-playbook -i inventories/production playbooks/rollback.yml")
+    ):
         slots.release_plan(state("blue", (OLD, 3), (OTHER, 3)), NEW, inventory="inventories/production")
 
 
@@ -113,12 +156,18 @@ ROLLBACKS = [
 ]
 
 
-@pytest.mark.parametrize(("case", "current", "live", "target", "replicas"), ROLLBACKS,
-                         ids=[row[0] for row in ROLLBACKS])
+@pytest.mark.parametrize(
+    ("case", "current", "live", "target", "replicas"), ROLLBACKS, ids=[row[0] for row in ROLLBACKS]
+)
 def test_rollback_plan(case, current, live, target, replicas):
     plan = slots.rollback_plan(current, min_replicas=2, max_replicas=10)
     assert (plan["action"], plan["live"], plan["target"], plan["previous"], plan["target_replicas"]) == (
-        "release", live, target, live, replicas), plan["reason"]
+        "release",
+        live,
+        target,
+        live,
+        replicas,
+    ), plan["reason"]
 
 
 REFUSED_ROLLBACKS = [
@@ -128,8 +177,7 @@ REFUSED_ROLLBACKS = [
 ]
 
 
-@pytest.mark.parametrize(("case", "current", "fragment"), REFUSED_ROLLBACKS,
-                         ids=[row[0] for row in REFUSED_ROLLBACKS])
+@pytest.mark.parametrize(("case", "current", "fragment"), REFUSED_ROLLBACKS, ids=[row[0] for row in REFUSED_ROLLBACKS])
 def test_rollback_refused(case, current, fragment):
     with pytest.raises(AnsibleFilterError, match="Nothing to roll back"):
         slots.rollback_plan(current)
@@ -147,17 +195,29 @@ def test_live_service_selecting_no_slot_is_refused():
 def test_state_reads_images_replicas_and_readiness():
     current = slots.slot_state(
         {"resources": [service(slot="green")]},
-        {"resources": [deployment("green", NEW, 3, ready=1), deployment("blue", OLD, 0),
-                       {"metadata": {"name": "hello-load"}, "spec": {}}]},
+        {
+            "resources": [
+                deployment("green", NEW, 3, ready=1),
+                deployment("blue", OLD, 0),
+                {"metadata": {"name": "hello-load"}, "spec": {}},
+            ]
+        },
     )
     assert current["live"] == "green"
-    assert current["slots"]["green"] == {"exists": True, "image": f"{REPOSITORY}@{NEW}", "digest": NEW,
-                                         "replicas": 3, "ready": 1}
+    assert current["slots"]["green"] == {
+        "exists": True,
+        "image": f"{REPOSITORY}@{NEW}",
+        "digest": NEW,
+        "replicas": 3,
+        "ready": 1,
+    }
     assert current["slots"]["blue"]["replicas"] == 0
 
 
-@pytest.mark.parametrize(("image", "digest"), [
-    (f"{REPOSITORY}@{NEW}", NEW), (f"{REPOSITORY}:1.0", None), (None, None), (f"{REPOSITORY}@sha256:12", None)])
+@pytest.mark.parametrize(
+    ("image", "digest"),
+    [(f"{REPOSITORY}@{NEW}", NEW), (f"{REPOSITORY}:1.0", None), (None, None), (f"{REPOSITORY}@sha256:12", None)],
+)
 def test_image_digest(image, digest):
     assert slots.image_digest(image) == digest
 
@@ -169,7 +229,7 @@ def test_other_slot():
         slots.other_slot("red")
 
 
-def test_filters_load_in_a_real_play(tmp_path):
+def test_filters_load_in_a_real_play(ansible, tmp_path):
     """A play that lists the role finds its filter plugins (the role's tasks are skipped)."""
     playbook = tmp_path / "plan.yml"
     playbook.write_text(f"""\

@@ -26,32 +26,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_helpers import ansible
-from conftest import REPO, free_port, run_script, wait_for_port
+from support import REPO
+from support.docker import docker
+from support.net import free_port, wait_for_port
+from support.playbooks import ansible
 
 PLAYBOOK_TIMEOUT = 75 * 60  # a cold release build on two busy cores, with margin
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-])
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+    ]
+)
 SHELLS = {"sh", "bash", "dash", "ash", "busybox", "zsh"}
-
-def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=check)
-
-
-def image_names() -> dict[str, str]:
-    """HELLO_BUILDER_IMAGE, HELLO_RUNTIME_IMAGE and HELLO_POSTGRES_IMAGE: from the environment,
-    else as `scripts/airgap-images --print-env` names them."""
-    wanted = ("HELLO_BUILDER_IMAGE", "HELLO_RUNTIME_IMAGE", "HELLO_POSTGRES_IMAGE")
-    names = {name: os.environ[name] for name in wanted if os.environ.get(name)}
-    if len(names) < len(wanted):
-        printed = run_script("airgap-images", "--print-env", timeout=30)
-        assert printed.returncode == 0, printed.stderr
-        for line in printed.stdout.splitlines():
-            name, _, value = line.removeprefix("export ").partition("=")
-            names.setdefault(name, value)
-    return names
+# The first test waits for the build.
+pytestmark = pytest.mark.timeout(PLAYBOOK_TIMEOUT + 300)
 
 
 class Registry:
@@ -61,21 +50,27 @@ class Registry:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         config = root / "config.yml"
-        config.write_text(yaml.safe_dump({
-            "version": 0.1,
-            "log": {"level": "warn"},
-            "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
-            "http": {"addr": self.address},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 0.1,
+                    "log": {"level": "warn"},
+                    "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
+                    "http": {"addr": self.address},
+                }
+            )
+        )
         self.log = (root / "registry.log").open("w")
-        self.process = subprocess.Popen(["docker-registry", "serve", str(config)],
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            ["docker-registry", "serve", str(config)], stdout=self.log, stderr=subprocess.STDOUT
+        )
         wait_for_port(self.port, timeout=30)
 
     def manifest(self, repository: str, reference: str) -> tuple[str, bytes]:
         """The digest the registry announces for a tag, and the manifest's bytes."""
-        request = urllib.request.Request(f"http://{self.address}/v2/{repository}/manifests/{reference}",
-                                         headers={"Accept": MANIFEST_TYPES})
+        request = urllib.request.Request(
+            f"http://{self.address}/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.headers["Docker-Content-Digest"], response.read()
 
@@ -86,11 +81,12 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-def registry():
+def registry(docker_engine):
     if shutil.which("docker-registry") is None:
         pytest.fail("docker-registry is missing: run scripts/bootstrap")
     with tempfile.TemporaryDirectory(prefix="hello-registry-") as root:
         server = Registry(Path(root))
+        server.images = docker_engine
         yield server
         server.stop()
 
@@ -98,20 +94,27 @@ def registry():
 def run_image_playbook(registry: Registry, record: Path, **extra) -> subprocess.CompletedProcess:
     variables = {
         "image_registry": f"{registry.address}/hello",
-        "image_builder_image": image_names()["HELLO_BUILDER_IMAGE"],
-        "image_runtime_image": image_names()["HELLO_RUNTIME_IMAGE"],
+        "image_builder_image": registry.images["HELLO_BUILDER_IMAGE"],
+        "image_runtime_image": registry.images["HELLO_RUNTIME_IMAGE"],
         "image_vendor_crates": True,
         # Others may be changing service/ in this checkout; the commit tag then says -dirty.
         "image_allow_dirty": True,
         "image_record_file": str(record),
         **extra,
     }
-    return ansible("ansible-playbook", "-i", "inventories/staging", "playbooks/image.yml",
-                   "-e", json.dumps(variables), timeout=PLAYBOOK_TIMEOUT)
+    return ansible(
+        "ansible-playbook",
+        "-i",
+        "inventories/staging",
+        "playbooks/image.yml",
+        "-e",
+        json.dumps(variables),
+        timeout=PLAYBOOK_TIMEOUT,
+    )
 
 
 @pytest.fixture(scope="module")
-def pushed(registry, tmp_path_factory):
+def pushed(ansible, registry, tmp_path_factory):
     """The playbook's first run: its output, the record it wrote and how long it took."""
     record = tmp_path_factory.mktemp("image") / "image.yml"
     started = time.monotonic()
@@ -136,8 +139,9 @@ def crate_version() -> str:
 
 def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             payload = response.read()
@@ -170,8 +174,11 @@ def container(pushed):
         try:
             wait_for_http(f"{base}/healthz")
         except TimeoutError:
-            pytest.fail("the container did not answer /healthz; its log:\n"
-                        + docker("logs", name, check=False).stdout[-3000:] + docker("logs", name, check=False).stderr[-3000:])
+            pytest.fail(
+                "the container did not answer /healthz; its log:\n"
+                + docker("logs", name, check=False).stdout[-3000:]
+                + docker("logs", name, check=False).stderr[-3000:]
+            )
         yield {"name": name, "url": base, "reference": reference}
     finally:
         docker("rm", "--force", name, check=False)
@@ -194,11 +201,11 @@ def test_the_playbook_records_the_digest_the_registry_serves(pushed, registry, m
     measurement(f"image playbook, first run: {pushed['seconds']:.0f}s")
 
 
-def test_a_second_run_changes_nothing(pushed, registry):
+def test_a_second_run_changes_nothing(ansible, pushed, registry):
     started = time.monotonic()
     again = run_image_playbook(registry, pushed["record_file"])
     assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
-    recap = again.stdout[again.stdout.index("PLAY RECAP"):]
+    recap = again.stdout[again.stdout.index("PLAY RECAP") :]
     assert "changed=0" in recap and "failed=0" in recap, recap
     assert yaml.safe_load(pushed["record_file"].read_text()) == pushed["record"]
     assert time.monotonic() - started < 300, "a rebuild without changes should come from the layer cache"
@@ -256,7 +263,7 @@ def test_the_image_has_no_shell_and_reports_its_size(pushed, tmp_path, measureme
     assert size < 100e6
 
 
-def test_a_bad_registry_is_refused_before_building(registry, tmp_path):
+def test_a_bad_registry_is_refused_before_building(ansible, registry, tmp_path):
     run = run_image_playbook(registry, tmp_path / "image.yml", image_registry="Not a Registry/x")
     assert run.returncode != 0
     assert "image_registry is 'Not a Registry/x'" in run.stdout
@@ -271,21 +278,27 @@ def compose_command() -> list[str]:
     pytest.fail("neither `docker compose` nor docker-compose is installed")
 
 
-def test_compose_runs_the_image_with_postgresql(pushed):
+def test_compose_runs_the_image_with_postgresql(docker_engine, pushed):
     """compose.yaml, with the pushed image and the PostgreSQL image of the tests."""
     port = free_port()
     project = f"hello-image-test-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "HELLO_IMAGE": pushed["record"]["hello_image_reference"],
-        "HELLO_POSTGRES_IMAGE": image_names()["HELLO_POSTGRES_IMAGE"],
+        "HELLO_POSTGRES_IMAGE": docker_engine["HELLO_POSTGRES_IMAGE"],
         "HELLO_DB_PASSWORD": uuid.uuid4().hex,
         "HELLO_PORT": str(port),
     }
     compose = [*compose_command(), "--project-name", project, "--file", str(REPO / "compose.yaml")]
     try:
-        up = subprocess.run([*compose, "up", "--detach", "--no-build"], env=env, capture_output=True,
-                            text=True, timeout=180, check=False)
+        up = subprocess.run(
+            [*compose, "up", "--detach", "--no-build"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         assert up.returncode == 0, up.stdout + up.stderr
         base = f"http://127.0.0.1:{port}"
         try:
@@ -297,11 +310,28 @@ def test_compose_runs_the_image_with_postgresql(pushed):
         status, greeting = http("GET", f"{base}/hello/Composetest")
         assert status == 200 and greeting["message"].startswith("Hello, Composetest! ")
         # The birthday is in PostgreSQL, not in the container's SQLite file.
-        rows = subprocess.run([*compose, "exec", "-T", "db", "psql", "--username=hello", "--dbname=hello",
-                               "--tuples-only", "--no-align", "--command",
-                               "select date_of_birth from users where username = 'Composetest'"],
-                              env=env, capture_output=True, text=True, timeout=60, check=False)
+        rows = subprocess.run(
+            [
+                *compose,
+                "exec",
+                "-T",
+                "db",
+                "psql",
+                "--username=hello",
+                "--dbname=hello",
+                "--tuples-only",
+                "--no-align",
+                "--command",
+                "select date_of_birth from users where username = 'Composetest'",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert rows.stdout.strip() == "1985-02-28", rows.stdout + rows.stderr
     finally:
-        subprocess.run([*compose, "down", "--volumes", "--timeout", "5"], env=env, capture_output=True,
-                       timeout=120, check=False)
+        subprocess.run(
+            [*compose, "down", "--volumes", "--timeout", "5"], env=env, capture_output=True, timeout=120, check=False
+        )

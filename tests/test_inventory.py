@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from ansible_helpers import REPO, SHARED_LINK, ansible, write_play
+from support.playbooks import REPO, SHARED_LINK, ansible, write_play
 
 ENVIRONMENTS = sorted(p.name for p in (REPO / "inventories").iterdir() if p.is_dir())
 
@@ -32,7 +32,7 @@ def test_inventory_links_the_shared_group_vars(env):
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_every_cluster_is_in_one_region_group(env):
+def test_every_cluster_is_in_one_region_group(ansible, env):
     inventory = inventory_list(env)
     clusters = set(inventory["gke_clusters"]["children"])
     assert clusters == {"primary_region", "dr_region"}
@@ -47,7 +47,7 @@ def test_every_cluster_is_in_one_region_group(env):
         assert {"gke_region", "gke_zones", "gke_cluster_name"} <= hostvars.keys()
 
 
-def test_production_has_a_dr_region_and_staging_has_none():
+def test_production_has_a_dr_region_and_staging_has_none(ansible):
     production = inventory_list("production")
     staging = inventory_list("staging")
     assert production["dr_region"]["hosts"] == ["europe-west4"]
@@ -56,7 +56,7 @@ def test_production_has_a_dr_region_and_staging_has_none():
     assert staging["_meta"]["hostvars"]["europe-west1"]["gcp_dr_region"] == ""
 
 
-def test_inventory_list_shows_shared_default_and_environment_override():
+def test_inventory_list_shows_shared_default_and_environment_override(ansible):
     shared = (REPO / "group_vars/all/safety.yml").read_text()
     override = (REPO / "inventories/staging/group_vars/all/safety.yml").read_text()
     assert "hello_deletion_protection: true" in shared
@@ -75,26 +75,29 @@ def test_inventory_list_shows_shared_default_and_environment_override():
 
 @pytest.mark.parametrize(
     ("env", "host", "deletion_protection"),
-    [("staging", "europe-west1", "False"), ("production", "europe-west1", "True"),
-     ("production", "europe-west4", "True")],
+    [
+        ("staging", "europe-west1", "False"),
+        ("production", "europe-west1", "True"),
+        ("production", "europe-west4", "True"),
+    ],
 )
-def test_a_play_sees_shared_default_and_environment_override(tmp_path, env, host, deletion_protection):
+def test_a_play_sees_shared_default_and_environment_override(ansible, tmp_path, env, host, deletion_protection):
     playbook = write_play(
         tmp_path / "print.yml",
-        tasks=[{
-            "name": "Print the resolved variables",
-            "ansible.builtin.debug": {
-                "msg": "RESOLVED {{ inventory_hostname }} protection={{ hello_deletion_protection }}"
-                       " build={{ hello_k8s_build_dir }} connection={{ ansible_connection }}",
-            },
-        }],
+        tasks=[
+            {
+                "name": "Print the resolved variables",
+                "ansible.builtin.debug": {
+                    "msg": "RESOLVED {{ inventory_hostname }} protection={{ hello_deletion_protection }}"
+                    " build={{ hello_k8s_build_dir }} connection={{ ansible_connection }}",
+                },
+            }
+        ],
     )
     # JSON results keep each message on one line.
-    result = ansible("ansible-playbook", "-i", f"inventories/{env}", playbook,
-                     env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    result = ansible(
+        "ansible-playbook", "-i", f"inventories/{env}", playbook, env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = dict(re.findall(r'"RESOLVED (\S+) (.*)"', result.stdout))
-    assert lines[host] == (
-        f"protection={deletion_protection} build={REPO}/build/{env}/{host} connection=local"
-    )
-
+    assert lines[host] == (f"protection={deletion_protection} build={REPO}/build/{env}/{host} connection=local")

@@ -1,7 +1,7 @@
 """inventories/kind: the local rehearsal environment fits the same roles as GKE's.
 
-Real ansible-playbook runs: preflight accepts kind as a changing (non-production) run, and the
-whole environment renders; the rendered objects then show what kind needs: no node pool
+A real ansible-playbook run: preflight accepts kind as a changing (non-production) run; the
+run's one render of every environment (support.render) then shows what kind needs: no node pool
 selectors, kind's `standard` storage class, and every GCS client (the Barman Cloud plugin's
 ObjectStores, the dump CronJob, the drill Jobs) pointed at the fake GCS server that
 roles/kind_gcs runs, whose Service and bucket match.
@@ -12,24 +12,22 @@ import urllib.parse
 import pytest
 import yaml
 
-from ansible_helpers import REPO, ansible, write_play
+from support.playbooks import write_play
 
 
 @pytest.fixture(scope="module")
-def kind_objects(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kind")
-    build = root / "build"
-    result = ansible("ansible-playbook", "-i", "inventories/kind", REPO / "playbooks/render.yml",
-                     "-e", f"hello_k8s_build_dir={build}/{{{{ inventory_hostname }}}}")
-    assert result.returncode == 0, result.stdout + result.stderr
-    objects = []
-    for path in sorted((build / "kind").rglob("*.yml")):
-        objects += [(path.relative_to(build / "kind").as_posix(), doc)
-                    for doc in yaml.safe_load_all(path.read_text()) if doc]
-    return objects
+def kind_objects(rendered_root):
+    """(path under the host's folder, object) of everything kind renders (the run's one render)."""
+    build = rendered_root / "kind"
+    return [
+        (path.relative_to(build / "kind").as_posix(), doc)
+        for path in sorted((build / "kind").rglob("*.yml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
 
 
-def test_preflight_accepts_a_changing_run_on_kind_without_confirmation(tmp_path):
+def test_preflight_accepts_a_changing_run_on_kind_without_confirmation(ansible, tmp_path):
     playbook = write_play(tmp_path / "preflight.yml", roles=["preflight"])
     result = ansible("ansible-playbook", "-i", "inventories/kind", playbook)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -48,7 +46,9 @@ def test_no_pod_is_tied_to_a_gke_node_pool(kind_objects):
     specs = list(pod_specs(kind_objects))
     assert specs, "no pod templates were rendered"
     for name, doc, spec in specs:
-        assert not spec.get("nodeSelector"), f"{name}: {doc['kind']} {doc['metadata']['name']} selects {spec['nodeSelector']}"
+        assert not spec.get("nodeSelector"), (
+            f"{name}: {doc['kind']} {doc['metadata']['name']} selects {spec['nodeSelector']}"
+        )
     for name, doc in kind_objects:
         if doc["kind"] == "Cluster":
             assert not doc["spec"].get("affinity", {}).get("nodeSelector"), name
@@ -74,15 +74,22 @@ def test_every_gcs_client_uses_the_fake_gcs_server_that_kind_runs(kind_objects):
             emulator_settings.append((name, doc["spec"]["instanceSidecarConfiguration"]["env"]))
             assert "applicationCredentials" in doc["spec"]["configuration"]["googleCredentials"], name
     for name, doc, spec in pod_specs(kind_objects):
-        if doc["metadata"]["namespace"] in ("hello", "hello-drill") and doc["kind"] in ("Job", "CronJob"):
-            if name.startswith(("backups/", "drill/")) and "heartbeat" not in name:
-                emulator_settings.append((name, spec["containers"][0]["env"]))
+        if (
+            doc["metadata"]["namespace"] in ("hello", "hello-drill")
+            and doc["kind"] in ("Job", "CronJob")
+            and name.startswith(("backups/", "drill/"))
+            and "heartbeat" not in name
+        ):
+            emulator_settings.append((name, spec["containers"][0]["env"]))
     assert len(emulator_settings) >= 4
     for name, env in emulator_settings:
         assert {"name": "STORAGE_EMULATOR_HOST", "value": url} in env, name
 
     # The bucket the backups and drills use exists in the server from the start.
-    buckets = {mount["mountPath"].removeprefix("/storage/") for mount in
-               deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if mount.get("subPath")}
+    buckets = {
+        mount["mountPath"].removeprefix("/storage/")
+        for mount in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        if mount.get("subPath")
+    }
     paths = [doc["spec"]["configuration"]["destinationPath"] for _, doc in kind_objects if doc["kind"] == "ObjectStore"]
     assert {urllib.parse.urlsplit(path).netloc for path in paths} <= buckets == {"hello-platform-kind-hello-backups"}

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import uuid
 
 import pytest
-from conftest import REPO, TestDatabase, free_port, run_script
+
+from support import REPO, run_script
+from support.net import free_port
+from support.postgres import TestDatabase
 
 CLUSTER = "hello-db"
 SEED_USERS = 5000
@@ -45,7 +47,9 @@ def rows(database, table: str, order_by: str) -> list[str]:
 
 
 def backup(dsn: str, bucket: str, env: dict, *extra: str):
-    return run_script("pg-dump-to-gcs", "backup", "--dsn", dsn, "--bucket", bucket, "--cluster", CLUSTER, *extra, env=env)
+    return run_script(
+        "pg-dump-to-gcs", "backup", "--dsn", dsn, "--bucket", bucket, "--cluster", CLUSTER, *extra, env=env
+    )
 
 
 def object_names(gcs_emulator, bucket: str) -> list[str]:
@@ -54,9 +58,9 @@ def object_names(gcs_emulator, bucket: str) -> list[str]:
 
 
 @pytest.fixture
-def seeded_database(postgres_database):
-    postgres_database.psql(SCHEMA_AND_DATA)
-    return postgres_database
+def seeded_database(database_from):
+    """A copy of a template seeded once per run."""
+    return database_from(SCHEMA_AND_DATA)
 
 
 def test_backup_list_download_restore_round_trip(
@@ -78,8 +82,10 @@ def test_backup_list_download_restore_round_trip(
     assert blob.metadata["hello-pg-server-version"].startswith("15")
     assert blob.metadata["hello-size-bytes"] == str(summary["size_bytes"])
     assert "***" in blob.metadata["hello-source"] and "drill-superuser-password" not in blob.metadata["hello-source"]
-    measurement(f"pg-dump-to-gcs backup of {SEED_USERS + 1} users and 300 documents: "
-                f"dump {summary['size_bytes']} bytes, dump + verify + upload in {summary['duration_seconds']}s")
+    measurement(
+        f"pg-dump-to-gcs backup of {SEED_USERS + 1} users and 300 documents: "
+        f"dump {summary['size_bytes']} bytes, dump + verify + upload in {summary['duration_seconds']}s"
+    )
 
     where = ["--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name]
     listed = run_script("pg-dump-to-gcs", "list", *where, "--json", env=env)
@@ -93,7 +99,12 @@ def test_backup_list_download_restore_round_trip(
 
     target = "restored_" + uuid.uuid4().hex[:8]
     restored = run_script(
-        "pg-dump-to-gcs", "restore", *where, "--target-dsn", scratch_postgres_server.dsn(target), "--create-database",
+        "pg-dump-to-gcs",
+        "restore",
+        *where,
+        "--target-dsn",
+        scratch_postgres_server.dsn(target),
+        "--create-database",
         env=env,
     )
     assert restored.returncode == 0, restored.stderr
@@ -104,12 +115,16 @@ def test_backup_list_download_restore_round_trip(
             assert original, f"the seed left {table} empty"
             assert rows(copy, table, order) == original, f"{table} differs after the restore"
         # The sequence continues where the original stopped.
-        assert copy.psql("select nextval('documents_id_seq')") == seeded_database.psql("select nextval('documents_id_seq')")
+        assert copy.psql("select nextval('documents_id_seq')") == seeded_database.psql(
+            "select nextval('documents_id_seq')"
+        )
     finally:
         scratch_postgres_server.drop_database(target)
 
 
-def test_wrong_password_fails_at_connect_and_uploads_nothing(postgres_database, postgres_server, gcs_emulator, gcs_bucket):
+def test_wrong_password_fails_at_connect_and_uploads_nothing(
+    postgres_database, postgres_server, gcs_emulator, gcs_bucket
+):
     dsn = postgres_server.dsn(postgres_database.name, password="not-the-password")
     done = backup(dsn, gcs_bucket, gcs_emulator.env())
     assert done.returncode == 1
@@ -136,7 +151,9 @@ def test_a_user_who_may_not_read_a_table_fails_at_dump(seeded_database, postgres
     role = "reader_" + uuid.uuid4().hex[:8]
     seeded_database.psql(f"create role {role} login password 'reader'; grant select on users to {role}")
     try:
-        done = backup(postgres_server.dsn(seeded_database.name, user=role, password="reader"), gcs_bucket, gcs_emulator.env())
+        done = backup(
+            postgres_server.dsn(seeded_database.name, user=role, password="reader"), gcs_bucket, gcs_emulator.env()
+        )
         assert done.returncode == 1
         assert "dump failed: pg_dump of" in done.stderr and "permission denied" in done.stderr
         assert object_names(gcs_emulator, gcs_bucket) == []
@@ -161,11 +178,17 @@ def test_unreachable_storage_fails_at_bucket(seeded_database):
     [
         pytest.param("cut_after", 20_000, ["upload failed", "no object was created"], id="connection-cut-mid-upload"),
         pytest.param("flip_at", 10_000, ["upload failed", "MD5"], id="byte-altered-in-transit"),
-        pytest.param("garble_reply_md5", True, ["checksum failed: GCS stored", "the object was deleted"],
-                     id="stored-checksum-differs"),
+        pytest.param(
+            "garble_reply_md5",
+            True,
+            ["checksum failed: GCS stored", "the object was deleted"],
+            id="stored-checksum-differs",
+        ),
     ],
 )
-def test_a_damaged_upload_leaves_no_object(seeded_database, gcs_emulator, gcs_bucket, tcp_proxy, fault, offset, reasons):
+def test_a_damaged_upload_leaves_no_object(
+    seeded_database, gcs_emulator, gcs_bucket, tcp_proxy, fault, offset, reasons
+):
     proxy = tcp_proxy(gcs_emulator.port, **{fault: offset})
     done = backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env(proxy.port))
     assert proxy.faults == 1, "the proxy never damaged an upload"
@@ -181,8 +204,11 @@ def _put_fake_dump(gcs_emulator, bucket: str, database: str, started: dt.datetim
 
 
 def test_retention_deletes_old_dumps_but_keeps_the_newest(seeded_database, gcs_emulator, gcs_bucket):
-    now = dt.datetime.now(dt.timezone.utc)
-    old = [_put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, now - dt.timedelta(days=days)) for days in (40, 50, 60)]
+    now = dt.datetime.now(dt.UTC)
+    old = [
+        _put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, now - dt.timedelta(days=days))
+        for days in (40, 50, 60)
+    ]
     recent = _put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, now - dt.timedelta(days=2))
     foreign = f"logical/{CLUSTER}/{seeded_database.name}/notes.txt"
     gcs_emulator.client().bucket(gcs_bucket).blob(foreign).upload_from_string(b"kept")
@@ -196,10 +222,15 @@ def test_retention_deletes_old_dumps_but_keeps_the_newest(seeded_database, gcs_e
 
 
 def test_retention_never_deletes_the_newest_even_when_all_are_old(seeded_database, gcs_emulator, gcs_bucket):
-    now = dt.datetime.now(dt.timezone.utc)
-    names = [_put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, now - dt.timedelta(days=days)) for days in (100, 200)]
+    now = dt.datetime.now(dt.UTC)
+    names = [
+        _put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, now - dt.timedelta(days=days))
+        for days in (100, 200)
+    ]
     where = ["--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name]
-    done = run_script("pg-dump-to-gcs", "prune", *where, "--retention-days", "1", "--keep-newest", "1", env=gcs_emulator.env())
+    done = run_script(
+        "pg-dump-to-gcs", "prune", *where, "--retention-days", "1", "--keep-newest", "1", env=gcs_emulator.env()
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["pruned"] == [names[1]]
     assert object_names(gcs_emulator, gcs_bucket) == [names[0]]
@@ -207,12 +238,22 @@ def test_retention_never_deletes_the_newest_even_when_all_are_old(seeded_databas
 
 def test_restore_refuses_a_corrupted_newest_dump(seeded_database, scratch_postgres_server, gcs_emulator, gcs_bucket):
     assert backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env()).returncode == 0
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
     corrupted = _put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, later, b"PGDMP but not really")
     target = "never_" + uuid.uuid4().hex[:8]
     done = run_script(
-        "pg-dump-to-gcs", "restore", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name,
-        "--target-dsn", scratch_postgres_server.dsn(target), "--create-database", env=gcs_emulator.env(),
+        "pg-dump-to-gcs",
+        "restore",
+        "--bucket",
+        gcs_bucket,
+        "--cluster",
+        CLUSTER,
+        "--database",
+        seeded_database.name,
+        "--target-dsn",
+        scratch_postgres_server.dsn(target),
+        "--create-database",
+        env=gcs_emulator.env(),
     )
     assert done.returncode == 1
     assert "verify-dump failed" in done.stderr and corrupted in done.stderr
@@ -222,8 +263,17 @@ def test_restore_refuses_a_corrupted_newest_dump(seeded_database, scratch_postgr
 def test_restore_into_a_database_that_is_not_empty_fails(seeded_database, gcs_emulator, gcs_bucket):
     assert backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env()).returncode == 0
     done = run_script(
-        "pg-dump-to-gcs", "restore", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name,
-        "--target-dsn", seeded_database.dsn, env=gcs_emulator.env(),
+        "pg-dump-to-gcs",
+        "restore",
+        "--bucket",
+        gcs_bucket,
+        "--cluster",
+        CLUSTER,
+        "--database",
+        seeded_database.name,
+        "--target-dsn",
+        seeded_database.dsn,
+        env=gcs_emulator.env(),
     )
     assert done.returncode == 1
     assert "restore failed" in done.stderr and "already exists" in done.stderr
@@ -231,8 +281,17 @@ def test_restore_into_a_database_that_is_not_empty_fails(seeded_database, gcs_em
 
 def test_restore_with_no_dump_names_the_folder(scratch_postgres_server, gcs_emulator, gcs_bucket):
     done = run_script(
-        "pg-dump-to-gcs", "restore", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", "app",
-        "--target-dsn", scratch_postgres_server.dsn("x"), env=gcs_emulator.env(),
+        "pg-dump-to-gcs",
+        "restore",
+        "--bucket",
+        gcs_bucket,
+        "--cluster",
+        CLUSTER,
+        "--database",
+        "app",
+        "--target-dsn",
+        scratch_postgres_server.dsn("x"),
+        env=gcs_emulator.env(),
     )
     assert done.returncode == 1
     assert f"find-dump failed: no dump under gs://{gcs_bucket}/logical/{CLUSTER}/app/" in done.stderr
@@ -242,8 +301,17 @@ def test_download_altered_in_transit_is_refused(seeded_database, gcs_emulator, g
     assert backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env()).returncode == 0
     proxy = tcp_proxy(gcs_emulator.port, flip_reply_at=5_000)
     done = run_script(
-        "pg-dump-to-gcs", "download", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name,
-        "--output", str(tmp_path / "x.dump"), env=gcs_emulator.env(proxy.port),
+        "pg-dump-to-gcs",
+        "download",
+        "--bucket",
+        gcs_bucket,
+        "--cluster",
+        CLUSTER,
+        "--database",
+        seeded_database.name,
+        "--output",
+        str(tmp_path / "x.dump"),
+        env=gcs_emulator.env(proxy.port),
     )
     assert proxy.faults == 1, "the proxy never altered a download"
     assert done.returncode == 1
@@ -251,44 +319,81 @@ def test_download_altered_in_transit_is_refused(seeded_database, gcs_emulator, g
 
 
 def test_without_workload_identity_the_backup_names_it(seeded_database):
-    env = {"STORAGE_EMULATOR_HOST": "", "GOOGLE_OAUTH_ACCESS_TOKEN": "", "GCE_METADATA_HOST": f"127.0.0.1:{free_port()}"}
+    env = {
+        "STORAGE_EMULATOR_HOST": "",
+        "GOOGLE_OAUTH_ACCESS_TOKEN": "",
+        "GCE_METADATA_HOST": f"127.0.0.1:{free_port()}",
+    }
     done = backup(seeded_database.dsn, "hello-backups", env)
     assert done.returncode == 1
-    assert "bucket failed: cannot reach gs://hello-backups: no access token from the metadata server" in done.stderr and "Workload Identity" in done.stderr
+    assert (
+        "bucket failed: cannot reach gs://hello-backups: no access token from the metadata server" in done.stderr
+        and "Workload Identity" in done.stderr
+    )
 
 
 def test_download_of_a_missing_object_fails(gcs_emulator, gcs_bucket, tmp_path):
     done = run_script(
-        "pg-dump-to-gcs", "download", "--bucket", gcs_bucket, "--cluster", CLUSTER, "--object", "logical/nope.dump",
-        "--output", str(tmp_path / "x.dump"), env=gcs_emulator.env(),
+        "pg-dump-to-gcs",
+        "download",
+        "--bucket",
+        gcs_bucket,
+        "--cluster",
+        CLUSTER,
+        "--object",
+        "logical/nope.dump",
+        "--output",
+        str(tmp_path / "x.dump"),
+        env=gcs_emulator.env(),
     )
     assert done.returncode == 1
     assert "find-dump failed" in done.stderr and "HTTP 404" in done.stderr
 
 
 def test_list_of_a_missing_bucket_fails(gcs_emulator):
-    done = run_script("pg-dump-to-gcs", "list", "--bucket", "no-such-bucket", "--cluster", CLUSTER, env=gcs_emulator.env())
+    done = run_script(
+        "pg-dump-to-gcs", "list", "--bucket", "no-such-bucket", "--cluster", CLUSTER, env=gcs_emulator.env()
+    )
     assert done.returncode == 1
     assert "list failed" in done.stderr and "HTTP 404" in done.stderr
 
 
 def test_missing_settings_are_named(gcs_emulator):
-    done = run_script("pg-dump-to-gcs", "backup", "--cluster", CLUSTER, env={**gcs_emulator.env(), "DATABASE_URL": "postgresql://x@127.0.0.1/x", "BACKUP_BUCKET": ""})
+    done = run_script(
+        "pg-dump-to-gcs",
+        "backup",
+        "--cluster",
+        CLUSTER,
+        env={**gcs_emulator.env(), "DATABASE_URL": "postgresql://x@127.0.0.1/x", "BACKUP_BUCKET": ""},
+    )
     assert done.returncode == 2
     assert "--bucket is required: pass it or set BACKUP_BUCKET" in done.stderr
-    done = run_script("pg-dump-to-gcs", "backup", "--bucket", "b", "--cluster", CLUSTER, "--dsn", "x", env={"BACKUP_KEEP_NEWEST": "-1"})
+    done = run_script(
+        "pg-dump-to-gcs",
+        "backup",
+        "--bucket",
+        "b",
+        "--cluster",
+        CLUSTER,
+        "--dsn",
+        "x",
+        env={"BACKUP_KEEP_NEWEST": "-1"},
+    )
     assert done.returncode == 2
     assert "BACKUP_KEEP_NEWEST='-1' is not valid" in done.stderr
 
 
-def test_pgtools_image_runs_the_backup(seeded_database, gcs_emulator, gcs_bucket, tmp_path):
+def test_pgtools_image_runs_the_backup(docker_engine, seeded_database, gcs_emulator, gcs_bucket, tmp_path):
     """images/pgtools/Dockerfile builds on the test PostgreSQL image and its scripts work inside."""
-    base = os.environ.get("HELLO_POSTGRES_IMAGE")
-    if not base or not shutil.which("docker"):
-        pytest.skip("needs Docker and HELLO_POSTGRES_IMAGE (scripts/test sets it from scripts/airgap-images --print-env)")
+    base = docker_engine["HELLO_POSTGRES_IMAGE"]
     # The context holds only what the Dockerfile's ignore file lets through.
     context = tmp_path / "context"
-    for relative in ("scripts/lib/hello_pgtools", "scripts/pg-dump-to-gcs", "scripts/restore-drill", "scripts/heartbeat"):
+    for relative in (
+        "scripts/lib/hello_pgtools",
+        "scripts/pg-dump-to-gcs",
+        "scripts/restore-drill",
+        "scripts/heartbeat",
+    ):
         source = REPO / relative
         if source.is_dir():
             shutil.copytree(source, context / relative, ignore=shutil.ignore_patterns("__pycache__"))
@@ -298,16 +403,47 @@ def test_pgtools_image_runs_the_backup(seeded_database, gcs_emulator, gcs_bucket
     # A fixed tag keeps Docker's layer cache warm for the next run.
     tag = "hello-pgtools:test"
     built = subprocess.run(
-        ["docker", "build", "-q", "-f", str(REPO / "images/pgtools/Dockerfile"),
-         "--build-arg", f"PGTOOLS_BASE_IMAGE={base}", "-t", tag, str(context)],
-        capture_output=True, text=True, timeout=900, check=False,
+        [
+            "docker",
+            "build",
+            "-q",
+            "-f",
+            str(REPO / "images/pgtools/Dockerfile"),
+            "--build-arg",
+            f"PGTOOLS_BASE_IMAGE={base}",
+            "-t",
+            tag,
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert built.returncode == 0, built.stderr
     ran = subprocess.run(
-        ["docker", "run", "--rm", "--network", "host", "-e", f"STORAGE_EMULATOR_HOST={gcs_emulator.url}",
-         "-e", f"DATABASE_URL={seeded_database.dsn}", "-e", f"BACKUP_BUCKET={gcs_bucket}",
-         "-e", f"BACKUP_CLUSTER={CLUSTER}", tag, "pg-dump-to-gcs", "backup"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-e",
+            f"STORAGE_EMULATOR_HOST={gcs_emulator.url}",
+            "-e",
+            f"DATABASE_URL={seeded_database.dsn}",
+            "-e",
+            f"BACKUP_BUCKET={gcs_bucket}",
+            "-e",
+            f"BACKUP_CLUSTER={CLUSTER}",
+            tag,
+            "pg-dump-to-gcs",
+            "backup",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert ran.returncode == 0, ran.stderr
     assert object_names(gcs_emulator, gcs_bucket) == [json.loads(ran.stdout)["name"]]

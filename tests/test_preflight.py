@@ -8,7 +8,7 @@ and where. The unbroken inventories pass, so every failure below is caused by it
 import pytest
 import yaml
 
-from ansible_helpers import REPO, ansible, copy_inventory, edit_vars, write_play
+from support.playbooks import REPO, ansible, copy_inventory, edit_vars, write_play
 
 
 @pytest.fixture
@@ -24,17 +24,20 @@ def run_preflight(inventory, playbook, *extra):
 
 @pytest.mark.parametrize(
     ("env", "extra"),
-    [("staging", []), ("staging", ["-e", "hello_confirm_environment=staging"]),
-     ("production", ["-e", "hello_confirm_environment=production"])],
+    [
+        ("staging", []),
+        ("staging", ["-e", "hello_confirm_environment=staging"]),
+        ("production", ["-e", "hello_confirm_environment=production"]),
+    ],
 )
-def test_real_inventories_pass(tmp_path, preflight_play, env, extra):
+def test_real_inventories_pass(ansible, tmp_path, preflight_play, env, extra):
     inventory = copy_inventory(env, tmp_path)
     code, output = run_preflight(inventory, preflight_play, *extra)
     assert code == 0, output
     assert "failed=0" in output
 
 
-def test_dr_region_equal_to_primary_fails(tmp_path, preflight_play):
+def test_dr_region_equal_to_primary_fails(ansible, tmp_path, preflight_play):
     inventory = copy_inventory("production", tmp_path)
     edit_vars(inventory / "group_vars/all/gcp.yml", gcp_dr_region="europe-west1")
     code, output = run_preflight(inventory, preflight_play, "-e", "hello_confirm_environment=production")
@@ -44,7 +47,7 @@ def test_dr_region_equal_to_primary_fails(tmp_path, preflight_play):
     assert f"in {inventory}/group_vars/all/gcp.yml" in output
 
 
-def test_production_without_dr_region_fails(tmp_path, preflight_play):
+def test_production_without_dr_region_fails(ansible, tmp_path, preflight_play):
     inventory = copy_inventory("production", tmp_path)
     edit_vars(inventory / "group_vars/all/gcp.yml", gcp_dr_region="")
     code, output = run_preflight(inventory, preflight_play, "-e", "hello_confirm_environment=production")
@@ -53,7 +56,7 @@ def test_production_without_dr_region_fails(tmp_path, preflight_play):
 
 
 @pytest.mark.parametrize("project", ["", "Not A Project"])
-def test_bad_project_fails(tmp_path, preflight_play, project):
+def test_bad_project_fails(ansible, tmp_path, preflight_play, project):
     inventory = copy_inventory("staging", tmp_path)
     edit_vars(inventory / "group_vars/all/gcp.yml", gcp_project=project)
     code, output = run_preflight(inventory, preflight_play)
@@ -62,10 +65,11 @@ def test_bad_project_fails(tmp_path, preflight_play, project):
     assert f"in {inventory}/group_vars/all/gcp.yml" in output
 
 
-def test_zone_outside_its_region_fails(tmp_path, preflight_play):
+def test_zone_outside_its_region_fails(ansible, tmp_path, preflight_play):
     inventory = copy_inventory("staging", tmp_path)
-    edit_vars(inventory / "host_vars/europe-west1.yml",
-              gke_zones=["europe-west1-b", "europe-west4-a", "europe-west1-d"])
+    edit_vars(
+        inventory / "host_vars/europe-west1.yml", gke_zones=["europe-west1-b", "europe-west4-a", "europe-west1-d"]
+    )
     code, output = run_preflight(inventory, preflight_play)
     assert code != 0
     assert "every zone must be a distinct zone of europe-west1" in output
@@ -73,32 +77,36 @@ def test_zone_outside_its_region_fails(tmp_path, preflight_play):
     assert f"fix gke_zones in {inventory}/host_vars/europe-west1.yml" in output
 
 
-def test_cluster_region_other_than_its_group_fails(tmp_path, preflight_play):
+def test_cluster_region_other_than_its_group_fails(ansible, tmp_path, preflight_play):
     inventory = copy_inventory("production", tmp_path)
-    edit_vars(inventory / "host_vars/europe-west4.yml", gke_region="europe-west3",
-              gke_zones=["europe-west3-a", "europe-west3-b", "europe-west3-c"])
+    edit_vars(
+        inventory / "host_vars/europe-west4.yml",
+        gke_region="europe-west3",
+        gke_zones=["europe-west3-a", "europe-west3-b", "europe-west3-c"],
+    )
     code, output = run_preflight(inventory, preflight_play, "-e", "hello_confirm_environment=production")
     assert code != 0
     assert "so its gke_region ('europe-west3') must equal gcp_dr_region ('europe-west4')" in output
 
 
-def test_production_without_confirmation_fails(tmp_path, preflight_play):
+def test_production_without_confirmation_fails(ansible, tmp_path, preflight_play):
     inventory = copy_inventory("production", tmp_path)
     code, output = run_preflight(inventory, preflight_play)
     assert code != 0
     assert "add -e hello_confirm_environment=production to the command line" in output
 
 
-def test_production_render_needs_no_confirmation(tmp_path):
+def test_production_render_needs_no_confirmation(ansible, tmp_path):
     inventory = copy_inventory("production", tmp_path)
-    playbook = write_play(tmp_path / "read_only.yml", roles=[
-        {"role": "preflight", "vars": {"preflight_changes_environment": False}}])
+    playbook = write_play(
+        tmp_path / "read_only.yml", roles=[{"role": "preflight", "vars": {"preflight_changes_environment": False}}]
+    )
     code, output = run_preflight(inventory, playbook)
     assert code == 0, output
 
 
 @pytest.mark.parametrize(("env", "confirmed"), [("staging", "production"), ("production", "staging")])
-def test_inventory_of_another_environment_than_confirmed_fails(tmp_path, preflight_play, env, confirmed):
+def test_inventory_of_another_environment_than_confirmed_fails(ansible, tmp_path, preflight_play, env, confirmed):
     inventory = copy_inventory(env, tmp_path)
     code, output = run_preflight(inventory, preflight_play, "-e", f"hello_confirm_environment={confirmed}")
     assert code != 0
@@ -106,7 +114,7 @@ def test_inventory_of_another_environment_than_confirmed_fails(tmp_path, preflig
     assert f"Use the inventory of {confirmed} (-i inventories/{confirmed})" in output
 
 
-def test_inventory_folder_named_after_another_environment_fails(tmp_path, preflight_play):
+def test_inventory_folder_named_after_another_environment_fails(ansible, tmp_path, preflight_play):
     inventory = copy_inventory("staging", tmp_path)
     renamed = inventory.rename(tmp_path / "qa")
     code, output = run_preflight(renamed, preflight_play)
@@ -116,10 +124,12 @@ def test_inventory_folder_named_after_another_environment_fails(tmp_path, prefli
 
 @pytest.mark.parametrize(
     ("file", "variable", "where"),
-    [("group_vars/all/gcp.yml", "gcp_project", "Set in inventories/<env>/group_vars/all/gcp.yml"),
-     ("host_vars/europe-west1.yml", "gke_zones", "Set in inventories/<env>/host_vars/<host>.yml")],
+    [
+        ("group_vars/all/gcp.yml", "gcp_project", "Set in inventories/<env>/group_vars/all/gcp.yml"),
+        ("host_vars/europe-west1.yml", "gke_zones", "Set in inventories/<env>/host_vars/<host>.yml"),
+    ],
 )
-def test_missing_required_variable_fails(tmp_path, preflight_play, file, variable, where):
+def test_missing_required_variable_fails(ansible, tmp_path, preflight_play, file, variable, where):
     inventory = copy_inventory("staging", tmp_path)
     edit_vars(inventory / file, **{variable: ...})
     code, output = run_preflight(inventory, preflight_play)
@@ -129,7 +139,7 @@ def test_missing_required_variable_fails(tmp_path, preflight_play, file, variabl
     assert where in output
 
 
-def test_wrong_type_fails(tmp_path, preflight_play):
+def test_wrong_type_fails(ansible, tmp_path, preflight_play):
     inventory = copy_inventory("staging", tmp_path)
     edit_vars(inventory / "group_vars/all/environment.yml", hello_environment="prod")
     code, output = run_preflight(inventory, preflight_play)

@@ -18,9 +18,13 @@ import json
 import os
 import re
 import threading
+from typing import ClassVar
 
 import pytest
-from conftest import free_port, run_script, start_standby
+
+from support import run_script
+from support.net import free_port
+from support.postgres import start_standby
 
 CLUSTER = "hello-db"
 ENVIRONMENT = "test"
@@ -45,10 +49,26 @@ insert into seaql_migrations values
 
 def drill_args(primary, scratch_server, bucket: str, *extra: str) -> list[str]:
     return [
-        "logical", "--bucket", bucket, "--cluster", CLUSTER, "--database", primary.name,
-        "--target-dsn", scratch_server.dsn("postgres"), "--environment", ENVIRONMENT,
-        "--max-rto-seconds", "300", "--max-rpo-seconds", "600",
-        "--expected-migration", NEWEST_MIGRATION, "--table", f"users={USERS}", *extra,
+        "logical",
+        "--bucket",
+        bucket,
+        "--cluster",
+        CLUSTER,
+        "--database",
+        primary.name,
+        "--target-dsn",
+        scratch_server.dsn("postgres"),
+        "--environment",
+        ENVIRONMENT,
+        "--max-rto-seconds",
+        "300",
+        "--max-rpo-seconds",
+        "600",
+        "--expected-migration",
+        NEWEST_MIGRATION,
+        "--table",
+        f"users={USERS}",
+        *extra,
     ]
 
 
@@ -74,25 +94,28 @@ def stored_report(gcs_emulator, bucket: str, report: dict) -> dict:
 
 
 @pytest.fixture
-def primary(postgres_database):
-    """The app database in the primary region: service tables and two heartbeats."""
-    postgres_database.psql(SERVICE_SCHEMA)
+def primary(database_from):
+    """The app database in the primary region: service tables (a copy of a template seeded once
+    per run) and two heartbeats."""
+    database = database_from(SERVICE_SCHEMA)
     for _ in range(2):
-        written = run_script("heartbeat", "--dsn", postgres_database.dsn, "--source", "primary/test")
+        written = run_script("heartbeat", "--dsn", database.dsn, "--source", "primary/test")
         assert written.returncode == 0, written.stderr
-    return postgres_database
+    return database
 
 
 def take_dump(primary, bucket: str, env: dict) -> dict:
-    done = run_script("pg-dump-to-gcs", "backup", "--dsn", primary.dsn, "--bucket", bucket, "--cluster", CLUSTER, env=env)
+    done = run_script(
+        "pg-dump-to-gcs", "backup", "--dsn", primary.dsn, "--bucket", bucket, "--cluster", CLUSTER, env=env
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
 class _Pushgateway(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[str, str]] = []
+    received: ClassVar[list[tuple[str, str]]] = []
 
-    def do_PUT(self):  # noqa: N802 (http.server's naming)
+    def do_PUT(self):
         body = self.rfile.read(int(self.headers["Content-Length"])).decode()
         self.received.append((self.path, body))
         self.send_response(200)
@@ -132,13 +155,24 @@ def test_logical_drill_restores_the_newest_dump_and_reports(
     assert status == 0, report["failure"]
     assert report["result"] == "passed" and report["failure"] is None
     assert all(checks(report).values())
-    assert set(checks(report)) >= {"backup-age", "download", "restore", "connect", "not-in-recovery",
-                                   "migration-version", "row-count:users", "heartbeat-rpo", "rto"}
+    assert set(checks(report)) >= {
+        "backup-age",
+        "download",
+        "restore",
+        "connect",
+        "not-in-recovery",
+        "migration-version",
+        "row-count:users",
+        "heartbeat-rpo",
+        "rto",
+    }
     assert [backup["id"] for backup in report["backups"]] == [newest["object"]]
     assert report["row_counts"]["users"] == USERS + 1, "the newest dump has the newest row"
     assert report["migration_version"] == NEWEST_MIGRATION
     newest_heartbeat = primary.psql("select to_json(max(written_at)) from ops_heartbeat").strip('"')
-    assert dt.datetime.fromisoformat(report["newest_heartbeat"]) == dt.datetime.fromisoformat(newest_heartbeat).replace(microsecond=0)
+    assert dt.datetime.fromisoformat(report["newest_heartbeat"]) == dt.datetime.fromisoformat(newest_heartbeat).replace(
+        microsecond=0
+    )
     assert 0 < report["rto_seconds"] < 300
     assert 0 <= report["rpo_seconds"] < 600
     assert report["data_size_bytes"] > int(primary.psql("select pg_relation_size('users')")), "the copy holds the data"
@@ -146,27 +180,35 @@ def test_logical_drill_restores_the_newest_dump_and_reports(
 
     # The scratch database is gone again.
     assert "drill_" not in scratch_postgres_server.psql("select string_agg(datname, ',') from pg_database")
-    line = re.search(r"^restore-drill: event=restore_drill path=logical environment=test cluster=hello-db "
-                     r"result=passed success=1 rto_seconds=[\d.]+ rpo_seconds=[\d.]+ data_size_bytes=\d+ ", stderr, re.M)
+    line = re.search(
+        r"^restore-drill: event=restore_drill path=logical environment=test cluster=hello-db "
+        r"result=passed success=1 rto_seconds=[\d.]+ rpo_seconds=[\d.]+ data_size_bytes=\d+ ",
+        stderr,
+        re.M,
+    )
     assert line, stderr
-    (path, body), = received
+    ((path, body),) = received
     assert path == "/metrics/job/hello_restore_drill/environment/test/path/logical"
     assert "hello_restore_drill_success 1\n" in body
     assert f"hello_restore_drill_data_size_bytes {report['data_size_bytes']}\n" in body
-    measurement(f"restore-drill logical: RTO {report['rto_seconds']}s, RPO {report['rpo_seconds']}s, "
-                f"restored database {report['data_size_bytes']} bytes ({USERS + 1} users), "
-                f"dump {report['backups'][0]['size_bytes']} bytes")
+    measurement(
+        f"restore-drill logical: RTO {report['rto_seconds']}s, RPO {report['rpo_seconds']}s, "
+        f"restored database {report['data_size_bytes']} bytes ({USERS + 1} users), "
+        f"dump {report['backups'][0]['size_bytes']} bytes"
+    )
 
 
 def _put_dump(gcs_emulator, bucket: str, primary, body: bytes) -> str:
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     name = f"logical/{CLUSTER}/{primary.name}/{later:%Y%m%dT%H%M%SZ}.dump"
     gcs_emulator.client().bucket(bucket).blob(name).upload_from_string(body)
     return name
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_drill_fails_when_the_newest_dump_is_damaged(primary, scratch_postgres_server, gcs_emulator, gcs_bucket, damage):
+def test_drill_fails_when_the_newest_dump_is_damaged(
+    primary, scratch_postgres_server, gcs_emulator, gcs_bucket, damage
+):
     env = gcs_emulator.env()
     good = take_dump(primary, gcs_bucket, env)
     whole = gcs_emulator.client().bucket(gcs_bucket).blob(good["name"]).download_as_bytes()
@@ -195,14 +237,18 @@ def test_drill_fails_when_there_is_no_dump(primary, scratch_postgres_server, gcs
     assert stored_report(gcs_emulator, gcs_bucket, report)["failure"] == report["failure"]
 
 
-def test_drill_fails_when_the_rpo_is_above_its_threshold(postgres_database, scratch_postgres_server, gcs_emulator, gcs_bucket):
-    postgres_database.psql(SERVICE_SCHEMA)
+def test_drill_fails_when_the_rpo_is_above_its_threshold(
+    database_from, scratch_postgres_server, gcs_emulator, gcs_bucket
+):
+    postgres_database = database_from(SERVICE_SCHEMA)
     # The heartbeat writer stopped two hours ago.
     assert run_script("heartbeat", "--dsn", postgres_database.dsn).returncode == 0
     postgres_database.psql("update ops_heartbeat set written_at = written_at - interval '2 hours'")
     take_dump(postgres_database, gcs_bucket, gcs_emulator.env())
 
-    status, report, _ = run_drill(drill_args(postgres_database, scratch_postgres_server, gcs_bucket), gcs_emulator.env())
+    status, report, _ = run_drill(
+        drill_args(postgres_database, scratch_postgres_server, gcs_bucket), gcs_emulator.env()
+    )
 
     assert status == 1
     assert [name for name, passed in checks(report).items() if not passed] == ["heartbeat-rpo"]
@@ -213,16 +259,24 @@ def test_drill_fails_when_the_rpo_is_above_its_threshold(postgres_database, scra
 @pytest.mark.parametrize(
     ("extra", "failing", "reason"),
     [
-        pytest.param(["--expected-migration", "m20270101_000003_future"], "migration-version",
-                     "expected m20270101_000003_future", id="schema-behind"),
+        pytest.param(
+            ["--expected-migration", "m20270101_000003_future"],
+            "migration-version",
+            "expected m20270101_000003_future",
+            id="schema-behind",
+        ),
         pytest.param(["--table", "users=1000000"], "row-count:users", "at least 1000000 expected", id="rows-missing"),
         pytest.param(["--max-rto-seconds", "0.001"], "rto", "threshold 0.001s", id="rto-too-slow"),
         pytest.param(["--started-at", "2099-01-01T00:00:00Z"], "backup-age", "threshold 93600s", id="dump-too-old"),
     ],
 )
-def test_drill_names_the_check_that_failed(primary, scratch_postgres_server, gcs_emulator, gcs_bucket, extra, failing, reason):
+def test_drill_names_the_check_that_failed(
+    primary, scratch_postgres_server, gcs_emulator, gcs_bucket, extra, failing, reason
+):
     take_dump(primary, gcs_bucket, gcs_emulator.env())
-    status, report, _ = run_drill([*drill_args(primary, scratch_postgres_server, gcs_bucket), *extra], gcs_emulator.env())
+    status, report, _ = run_drill(
+        [*drill_args(primary, scratch_postgres_server, gcs_bucket), *extra], gcs_emulator.env()
+    )
     assert status == 1
     assert not checks(report)[failing]
     assert report["failure"].startswith(failing + ":") and reason in report["failure"], report["failure"]
@@ -230,12 +284,31 @@ def test_drill_names_the_check_that_failed(primary, scratch_postgres_server, gcs
 
 def test_verify_checks_a_database_restored_elsewhere(primary, gcs_emulator, gcs_bucket):
     """The physical path's role restores a CloudNativePG cluster and calls ``verify``."""
-    started = dt.datetime.now(dt.timezone.utc).isoformat()
+    started = dt.datetime.now(dt.UTC).isoformat()
     done = run_script(
-        "restore-drill", "verify", "--dsn", primary.dsn, "--started-at", started, "--rto-seconds", "412.5",
-        "--backup-id", "backup-20261128020000", "--cluster", CLUSTER, "--environment", ENVIRONMENT,
-        "--report-bucket", gcs_bucket, "--max-rto-seconds", "1800", "--max-rpo-seconds", "600",
-        "--expected-migration", NEWEST_MIGRATION, env=gcs_emulator.env(),
+        "restore-drill",
+        "verify",
+        "--dsn",
+        primary.dsn,
+        "--started-at",
+        started,
+        "--rto-seconds",
+        "412.5",
+        "--backup-id",
+        "backup-20261128020000",
+        "--cluster",
+        CLUSTER,
+        "--environment",
+        ENVIRONMENT,
+        "--report-bucket",
+        gcs_bucket,
+        "--max-rto-seconds",
+        "1800",
+        "--max-rpo-seconds",
+        "600",
+        "--expected-migration",
+        NEWEST_MIGRATION,
+        env=gcs_emulator.env(),
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -249,9 +322,23 @@ def test_verify_fails_on_a_copy_still_in_recovery(primary, postgres_server, gcs_
     standby = start_standby(postgres_server)
     try:
         done = run_script(
-            "restore-drill", "verify", "--dsn", standby.dsn(primary.name), "--rto-seconds", "10",
-            "--cluster", CLUSTER, "--environment", ENVIRONMENT, "--report-bucket", gcs_bucket,
-            "--max-rto-seconds", "1800", "--max-rpo-seconds", "600", env=gcs_emulator.env(),
+            "restore-drill",
+            "verify",
+            "--dsn",
+            standby.dsn(primary.name),
+            "--rto-seconds",
+            "10",
+            "--cluster",
+            CLUSTER,
+            "--environment",
+            ENVIRONMENT,
+            "--report-bucket",
+            gcs_bucket,
+            "--max-rto-seconds",
+            "1800",
+            "--max-rpo-seconds",
+            "600",
+            env=gcs_emulator.env(),
         )
     finally:
         standby.stop()
@@ -263,8 +350,20 @@ def test_verify_fails_on_a_copy_still_in_recovery(primary, postgres_server, gcs_
 
 def test_a_report_that_cannot_be_written_fails_the_drill(primary, gcs_emulator):
     done = run_script(
-        "restore-drill", "verify", "--dsn", primary.dsn, "--rto-seconds", "1", "--cluster", CLUSTER,
-        "--report-bucket", "no-such-bucket", "--max-rto-seconds", "60", "--max-rpo-seconds", "600",
+        "restore-drill",
+        "verify",
+        "--dsn",
+        primary.dsn,
+        "--rto-seconds",
+        "1",
+        "--cluster",
+        CLUSTER,
+        "--report-bucket",
+        "no-such-bucket",
+        "--max-rto-seconds",
+        "60",
+        "--max-rpo-seconds",
+        "600",
         env=gcs_emulator.env(),
     )
     assert done.returncode == 1
@@ -276,9 +375,23 @@ def test_a_report_that_cannot_be_written_fails_the_drill(primary, gcs_emulator):
 
 def test_an_unreachable_pushgateway_fails_the_drill(primary, gcs_emulator, gcs_bucket):
     done = run_script(
-        "restore-drill", "verify", "--dsn", primary.dsn, "--rto-seconds", "1", "--cluster", CLUSTER,
-        "--report-bucket", gcs_bucket, "--max-rto-seconds", "60", "--max-rpo-seconds", "600",
-        "--pushgateway-url", f"http://127.0.0.1:{free_port()}", env=gcs_emulator.env(),
+        "restore-drill",
+        "verify",
+        "--dsn",
+        primary.dsn,
+        "--rto-seconds",
+        "1",
+        "--cluster",
+        CLUSTER,
+        "--report-bucket",
+        gcs_bucket,
+        "--max-rto-seconds",
+        "60",
+        "--max-rpo-seconds",
+        "600",
+        "--pushgateway-url",
+        f"http://127.0.0.1:{free_port()}",
+        env=gcs_emulator.env(),
     )
     assert done.returncode == 1
     assert json.loads(done.stdout)["failure"].startswith("publish-metrics: cannot push")
@@ -296,7 +409,9 @@ def test_heartbeat_creates_its_table_and_prunes_old_rows(postgres_database):
 def test_heartbeat_fails_loudly_on_a_bad_connection(postgres_server, postgres_database):
     done = run_script("heartbeat", "--dsn", postgres_server.dsn(postgres_database.name, password="wrong"))
     assert done.returncode == 1
-    assert done.stderr.startswith("heartbeat: write-heartbeat failed:") and "password authentication failed" in done.stderr
+    assert (
+        done.stderr.startswith("heartbeat: write-heartbeat failed:") and "password authentication failed" in done.stderr
+    )
 
 
 def test_heartbeat_refuses_to_write_on_a_standby(postgres_server, postgres_database):

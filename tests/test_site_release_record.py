@@ -5,7 +5,7 @@ so every region must know the digest of the record playbooks/image.yml wrote. A 
 ansible-playbook run of site.yml, started at the task that reads the record (the plays before
 it create clusters, build the image and run the database, which need Google Cloud), against a
 copy of the production inventory whose repository root holds that record, and one read-only
-test API per region (tests/fake_kube_api.py) in which europe-west4 holds the primary. The run
+test API per region (tests/support/kube_api.py) in which europe-west4 holds the primary. The run
 gets to the release's first write in europe-west4, which the test API refuses.
 """
 
@@ -13,8 +13,8 @@ import os
 
 import yaml
 
-from ansible_helpers import REPO, ansible, copy_inventory
-from fake_kube_api import RegionApi, cluster, fake_gcloud, write_kubeconfig
+from support.kube_api import RegionApi, cluster, fake_gcloud, write_kubeconfig
+from support.playbooks import REPO, copy_inventory
 
 CONTEXTS = {
     "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
@@ -24,23 +24,35 @@ DIGEST = "sha256:" + "e" * 64
 RECORD_TASK = "Read the record playbooks/image.yml wrote (digest, version, commit)"
 
 
-def test_the_release_after_a_switchover_finds_the_image_record_in_the_dr_region(tmp_path):
+def test_the_release_after_a_switchover_finds_the_image_record_in_the_dr_region(ansible, tmp_path):
     # hello_repo_root is two folders above the inventory: tmp_path, with the real templates.
     (tmp_path / "inventories").mkdir()
     inventory = copy_inventory("production", tmp_path / "inventories")
     (tmp_path / "k8s").symlink_to(REPO / "k8s")
     record = tmp_path / "build" / "production" / "image.yml"
     record.parent.mkdir(parents=True)
-    record.write_text(yaml.safe_dump({"hello_image_digest": DIGEST, "hello_image_version": "1.2.3",
-                                      "hello_image_commit": "0123abc"}))
+    record.write_text(
+        yaml.safe_dump({"hello_image_digest": DIGEST, "hello_image_version": "1.2.3", "hello_image_commit": "0123abc"})
+    )
     apis = {region: RegionApi(cluster(region, "europe-west4")) for region in CONTEXTS}
     try:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", CONTEXTS, apis)
         bin_dir = fake_gcloud(tmp_path / "bin", tmp_path / "gcloud-calls.jsonl")
-        result = ansible("ansible-playbook", "-i", inventory, "playbooks/site.yml",
-                         "--start-at-task", RECORD_TASK, "-e", "hello_confirm_environment=production",
-                         env={"KUBECONFIG": str(kubeconfig), "K8S_AUTH_KUBECONFIG": str(kubeconfig),
-                              "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+        result = ansible(
+            "ansible-playbook",
+            "-i",
+            inventory,
+            "playbooks/site.yml",
+            "--start-at-task",
+            RECORD_TASK,
+            "-e",
+            "hello_confirm_environment=production",
+            env={
+                "KUBECONFIG": str(kubeconfig),
+                "K8S_AUTH_KUBECONFIG": str(kubeconfig),
+                "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            },
+        )
     finally:
         for api in apis.values():
             api.close()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
+
 CRD_DIR = os.environ.get("HELLO_CRD_DIR")
 
 CONFIGMAP = """
@@ -48,8 +49,9 @@ def validate(tmp_path, manifest, crd_dir=None):
     env = {k: v for k, v in os.environ.items() if k != "HELLO_CRD_DIR"}
     if crd_dir:
         env["HELLO_CRD_DIR"] = str(crd_dir)
-    result = subprocess.run([REPO / "scripts" / "validate-manifests", tmp_path], env=env,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [REPO / "scripts" / "validate-manifests", tmp_path], env=env, capture_output=True, text=True, check=False
+    )
     return result.returncode, result.stdout + result.stderr
 
 
@@ -59,7 +61,8 @@ def crd_dir(tmp_path_factory):
     if CRD_DIR:
         return Path(CRD_DIR)
     folder = tmp_path_factory.mktemp("crds")
-    (folder / "cluster.yml").write_text(textwrap.dedent("""
+    (folder / "cluster.yml").write_text(
+        textwrap.dedent("""
         apiVersion: apiextensions.k8s.io/v1
         kind: CustomResourceDefinition
         metadata: {name: clusters.postgresql.cnpg.io}
@@ -87,7 +90,8 @@ def crd_dir(tmp_path_factory):
                           type: object
                           properties:
                             size: {type: string}
-    """))
+    """)
+    )
     return folder
 
 
@@ -135,8 +139,9 @@ def test_without_crd_dir_it_warns_and_checks_builtin_kinds_only(tmp_path):
 
 
 def test_missing_folder_is_a_usage_error(tmp_path):
-    result = subprocess.run([REPO / "scripts" / "validate-manifests", tmp_path / "nowhere"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [REPO / "scripts" / "validate-manifests", tmp_path / "nowhere"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 2
     assert "run scripts/render-manifests first" in result.stderr
 
@@ -147,19 +152,22 @@ def test_a_pod_monitoring_is_checked_against_the_repositorys_gke_schema(tmp_path
     assert "1 objects checked" in output and "skipped" not in output
 
 
-@pytest.mark.parametrize("change, problem", [
-    # An unknown field (a typo of `port`).
-    (("    - port: metrics", "    - portName: metrics"), "'portName' was unexpected"),
-    # A mistyped one: an interval that is no Prometheus duration.
-    (("interval: 30s", "interval: 30"), "spec.endpoints.0.interval: 30 is not of type 'string'"),
-    (("interval: 30s", "interval: 30sec"), "spec.endpoints.0.interval: '30sec' does not match"),
-    # A port number out of range.
-    (("port: metrics", "port: 0"), "spec.endpoints.0.port"),
-    # A label the collectors reserve for themselves.
-    (("to: instance_role", "to: namespace"), "spec.targetLabels.fromPod.0.to"),
-    # The Prometheus Operator's field name in the GKE kind.
-    (("  endpoints:", "  podMetricsEndpoints:"), "'endpoints' is a required property"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        # An unknown field (a typo of `port`).
+        (("    - port: metrics", "    - portName: metrics"), "'portName' was unexpected"),
+        # A mistyped one: an interval that is no Prometheus duration.
+        (("interval: 30s", "interval: 30"), "spec.endpoints.0.interval: 30 is not of type 'string'"),
+        (("interval: 30s", "interval: 30sec"), "spec.endpoints.0.interval: '30sec' does not match"),
+        # A port number out of range.
+        (("port: metrics", "port: 0"), "spec.endpoints.0.port"),
+        # A label the collectors reserve for themselves.
+        (("to: instance_role", "to: namespace"), "spec.targetLabels.fromPod.0.to"),
+        # The Prometheus Operator's field name in the GKE kind.
+        (("  endpoints:", "  podMetricsEndpoints:"), "'endpoints' is a required property"),
+    ],
+)
 def test_a_wrong_pod_monitoring_is_rejected(tmp_path, change, problem):
     code, output = validate(tmp_path, POD_MONITORING.replace(*change))
     assert code == 1, output

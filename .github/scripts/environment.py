@@ -49,7 +49,10 @@ def image_digest(environment: str) -> str:
 def clusters(environment: str) -> list[dict]:
     listing = subprocess.run(
         [str(VENV_BIN / "ansible-inventory"), "-i", f"inventories/{environment}", "--list"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     inventory = json.loads(listing.stdout)
     hostvars = inventory.get("_meta", {}).get("hostvars", {})
@@ -68,9 +71,19 @@ def fetch_credentials(cluster: dict) -> str | None:
     """Writes the cluster's kubeconfig context (gke_<project>_<region>_<name>); None when it
     worked, else gcloud's reason."""
     result = subprocess.run(
-        ["gcloud", "container", "clusters", "get-credentials", str(cluster.get("gke_cluster_name")),
-         f"--region={cluster.get('gke_region')}", f"--project={cluster.get('gcp_project')}", "--quiet"],
-        capture_output=True, text=True, check=False,
+        [
+            "gcloud",
+            "container",
+            "clusters",
+            "get-credentials",
+            str(cluster.get("gke_cluster_name")),
+            f"--region={cluster.get('gke_region')}",
+            f"--project={cluster.get('gcp_project')}",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode == 0:
         return None
@@ -96,9 +109,21 @@ def live_slot(cluster: dict) -> str:
     context = f"gke_{cluster.get('gcp_project')}_{cluster.get('gke_region')}_{cluster.get('gke_cluster_name')}"
     namespace = cluster.get(SERVICE_NAMESPACE_VARIABLE, DEFAULT_NAMESPACE)
     selector = subprocess.run(
-        ["kubectl", "--context", context, "--namespace", namespace, "get", "service", "hello",
-         "--output", "jsonpath={.spec.selector.slot}"],
-        capture_output=True, text=True, check=False,
+        [
+            "kubectl",
+            "--context",
+            context,
+            "--namespace",
+            namespace,
+            "get",
+            "service",
+            "hello",
+            "--output",
+            "jsonpath={.spec.selector.slot}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if selector.returncode != 0 or not selector.stdout.strip():
         return f"unknown ({selector.stderr.strip() or 'Service hello selects no slot'})"
@@ -107,11 +132,19 @@ def live_slot(cluster: dict) -> str:
 
 def summary(environment: str) -> str:
     digest = os.environ.get("HELLO_IMAGE_DIGEST", "") or "(none)"
-    lines = [f"## Release to {environment}", "", f"Image digest: `{digest}`", "",
-             "| cluster | region | live slot |", "| --- | --- | --- |"]
+    lines = [
+        f"## Release to {environment}",
+        "",
+        f"Image digest: `{digest}`",
+        "",
+        "| cluster | region | live slot |",
+        "| --- | --- | --- |",
+    ]
     for cluster in clusters(environment):
-        lines.append(f"| {cluster.get('gke_cluster_name', cluster['inventory_hostname'])} "
-                     f"| {cluster.get('gke_region', '')} | {live_slot(cluster)} |")
+        lines.append(
+            f"| {cluster.get('gke_cluster_name', cluster['inventory_hostname'])} "
+            f"| {cluster.get('gke_region', '')} | {live_slot(cluster)} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -13,22 +13,49 @@ import requests
 
 SCHEMATHESIS_CASES = 60
 SCHEMATHESIS_SEED = 20261128
-SCHEMATHESIS_CHECKS = ",".join([
-    "not_a_server_error", "status_code_conformance", "content_type_conformance",
-    "response_schema_conformance", "response_headers_conformance",
-])
+SCHEMATHESIS_CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "response_headers_conformance",
+    ]
+)
 
 
-def test_generated_requests_get_documented_answers_and_never_a_5xx(postgres_database, hello_service, tmp_path, measurement):
+def test_generated_requests_get_documented_answers_and_never_a_5xx(
+    postgres_database, hello_service, tmp_path, measurement
+):
     service = hello_service(postgres_database.dsn)
     report = tmp_path / "schemathesis.ndjson"
     run = subprocess.run(
-        [str(Path(sys.executable).parent / "schemathesis"), "run", service.url("/openapi.json"),
-         "--checks", SCHEMATHESIS_CHECKS, "--max-examples", str(SCHEMATHESIS_CASES),
-         "--seed", str(SCHEMATHESIS_SEED), "--generation-deterministic", "--workers", "1",
-         "--phases", "examples,coverage,fuzzing", "--request-timeout", "10",
-         "--report", "ndjson", "--report-ndjson-path", str(report)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            service.url("/openapi.json"),
+            "--checks",
+            SCHEMATHESIS_CHECKS,
+            "--max-examples",
+            str(SCHEMATHESIS_CASES),
+            "--seed",
+            str(SCHEMATHESIS_SEED),
+            "--generation-deterministic",
+            "--workers",
+            "1",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--request-timeout",
+            "10",
+            "--report",
+            "ndjson",
+            "--report-ndjson-path",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert run.returncode == 0, f"schemathesis found problems:\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
     statuses = [
@@ -38,7 +65,9 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(postgres_data
     ]
     assert len(statuses) >= SCHEMATHESIS_CASES, f"schemathesis sent only {len(statuses)} requests"
     assert max(statuses) < 500
-    measurement(f"schemathesis: {len(statuses)} generated requests (seed {SCHEMATHESIS_SEED}), no 5xx, all as documented")
+    measurement(
+        f"schemathesis: {len(statuses)} generated requests (seed {SCHEMATHESIS_SEED}), no 5xx, all as documented"
+    )
 
 
 def _responses(event):
@@ -85,14 +114,20 @@ HOSTILE_PUTS = [
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "expected"), [case[1:] for case in HOSTILE_PUTS],
-                         ids=[case[0] for case in HOSTILE_PUTS])
+@pytest.mark.parametrize(
+    ("path", "body", "expected"), [case[1:] for case in HOSTILE_PUTS], ids=[case[0] for case in HOSTILE_PUTS]
+)
 def test_hostile_input_is_refused_with_a_clear_error_and_nothing_stored(
-    postgres_database, hello_service, path, body, expected,
+    postgres_database,
+    hello_service,
+    path,
+    body,
+    expected,
 ):
     service = hello_service(postgres_database.dsn)
-    answer = requests.put(service.url(f"/hello/{path}"), data=body,
-                          headers={"Content-Type": "application/json"}, timeout=30)
+    answer = requests.put(
+        service.url(f"/hello/{path}"), data=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
     assert answer.status_code == expected, answer.text
     assert answer.headers["content-type"].startswith("application/json")
     assert answer.json()["error"], "the error says what to fix"

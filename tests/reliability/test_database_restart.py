@@ -20,13 +20,21 @@ RECOVERY_BOUND_SECONDS = 10
 def test_a_database_restart_under_load_loses_no_acknowledged_write(restartable_postgres, hello_service, measurement):
     server = restartable_postgres.server
     service = hello_service(
-        server.dsn(), DATABASE_CONNECT_TIMEOUT="1s", DATABASE_ACQUIRE_TIMEOUT="1s",
+        server.dsn(),
+        DATABASE_CONNECT_TIMEOUT="1s",
+        DATABASE_ACQUIRE_TIMEOUT="1s",
         REQUEST_TIMEOUT=f"{REQUEST_TIMEOUT_SECONDS}s",
     )
 
     def write(session: requests.Session, name: str, _number: int) -> Answer:
-        return timed(session, "PUT", service.url(f"/hello/{name}"), name, timeout=REQUEST_TIMEOUT_SECONDS + 5,
-                     json={"dateOfBirth": "1990-05-17"})
+        return timed(
+            session,
+            "PUT",
+            service.url(f"/hello/{name}"),
+            name,
+            timeout=REQUEST_TIMEOUT_SECONDS + 5,
+            json={"dateOfBirth": "1990-05-17"},
+        )
 
     with Load(WRITERS, write) as load:
         time.sleep(2)

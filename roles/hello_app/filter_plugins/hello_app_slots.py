@@ -63,11 +63,10 @@ def slot_state(services, deployments, service_name="hello", deployment_prefix="h
                 f"of the live slot: set its selector's {SLOT_LABEL} to the slot that serves users "
                 f"(kubectl edit service {service_name}), then run the playbook again."
             )
-    slots = {slot: {"exists": False, "image": None, "digest": None, "replicas": 0, "ready": 0}
-             for slot in SLOTS}
+    slots = {slot: {"exists": False, "image": None, "digest": None, "replicas": 0, "ready": 0} for slot in SLOTS}
     for deployment in _resources(deployments):
         name = deployment["metadata"]["name"]
-        slot = name[len(deployment_prefix):] if name.startswith(deployment_prefix) else None
+        slot = name[len(deployment_prefix) :] if name.startswith(deployment_prefix) else None
         if slot not in SLOTS:
             continue
         spec = deployment.get("spec") or {}
@@ -113,7 +112,10 @@ def release_plan(state, digest, min_replicas=2, max_replicas=10, inventory="inve
     slots = state["slots"]
     if live is None:
         return {
-            "action": "release", "live": None, "target": SLOTS[0], "previous": None,
+            "action": "release",
+            "live": None,
+            "target": SLOTS[0],
+            "previous": None,
             "target_replicas": _target_replicas(state, None, min_replicas, max_replicas),
             "reason": f"first release: Service hello does not exist yet, so {SLOTS[0]} becomes live",
         }
@@ -128,14 +130,20 @@ def release_plan(state, digest, min_replicas=2, max_replicas=10, inventory="inve
     if slots[live]["digest"] == digest:
         if slots[idle]["replicas"] > 0:
             return {
-                "action": "finish", "live": live, "target": live, "previous": idle,
+                "action": "finish",
+                "live": live,
+                "target": live,
+                "previous": idle,
                 "target_replicas": slots[live]["replicas"],
                 "reason": f"{digest} is already live in {live}; {idle} still runs "
-                          f"{slots[idle]['replicas']} pod(s) from a release that stopped before "
-                          f"its scale-down: scale {idle} to zero",
+                f"{slots[idle]['replicas']} pod(s) from a release that stopped before "
+                f"its scale-down: scale {idle} to zero",
             }
         return {
-            "action": "none", "live": live, "target": live, "previous": idle,
+            "action": "none",
+            "live": live,
+            "target": live,
+            "previous": idle,
             "target_replicas": slots[live]["replicas"],
             "reason": f"{digest} is already live in {live}: nothing to release",
         }
@@ -151,10 +159,16 @@ def release_plan(state, digest, min_replicas=2, max_replicas=10, inventory="inve
         )
     resumed = slots[idle]["replicas"] > 0
     return {
-        "action": "release", "live": live, "target": idle, "previous": live,
+        "action": "release",
+        "live": live,
+        "target": idle,
+        "previous": live,
         "target_replicas": _target_replicas(state, live, min_replicas, max_replicas),
-        "reason": (f"resume the release of {digest} already rolled onto {idle}" if resumed
-                   else f"{live} is live, so {digest} goes to the idle slot {idle}"),
+        "reason": (
+            f"resume the release of {digest} already rolled onto {idle}"
+            if resumed
+            else f"{live} is live, so {digest} goes to the idle slot {idle}"
+        ),
     }
 
 
@@ -183,11 +197,17 @@ def rollback_plan(state, min_replicas=2, max_replicas=10):
         )
     scale_up = slots[idle]["replicas"] == 0
     return {
-        "action": "release", "live": live, "target": idle, "previous": live,
-        "target_replicas": (_target_replicas(state, live, min_replicas, max_replicas)
-                            if scale_up else slots[idle]["replicas"]),
-        "reason": (f"return users to {idle} ({slots[idle]['digest']})"
-                   + (", scaling it up from zero first" if scale_up else ", which still runs")),
+        "action": "release",
+        "live": live,
+        "target": idle,
+        "previous": live,
+        "target_replicas": (
+            _target_replicas(state, live, min_replicas, max_replicas) if scale_up else slots[idle]["replicas"]
+        ),
+        "reason": (
+            f"return users to {idle} ({slots[idle]['digest']})"
+            + (", scaling it up from zero first" if scale_up else ", which still runs")
+        ),
     }
 
 

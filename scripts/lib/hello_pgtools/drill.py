@@ -16,9 +16,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import logical
 from .errors import StepFailed
@@ -52,7 +52,7 @@ class TableMinimum:
     minimum: int = 0
 
     @classmethod
-    def parse(cls, text: str) -> "TableMinimum":
+    def parse(cls, text: str) -> TableMinimum:
         """TABLE or TABLE=MINIMUM_ROWS"""
         table, _, minimum = text.partition("=")
         if not table or (minimum and not minimum.isdigit()):
@@ -141,8 +141,10 @@ def verify(drill: Drill, db: Database, expected_migration: str | None, tables: l
     drill.record("connect", True, f"{db}, PostgreSQL {state['version']}")
     drill.data_size_bytes = state["size"]
     drill.record(
-        "not-in-recovery", not state["in_recovery"],
-        "pg_is_in_recovery() is false: the copy accepts writes" if not state["in_recovery"]
+        "not-in-recovery",
+        not state["in_recovery"],
+        "pg_is_in_recovery() is false: the copy accepts writes"
+        if not state["in_recovery"]
         else "pg_is_in_recovery() is true: the copy is still replaying WAL or is a standby",
     )
     _check_migrations(drill, db, expected_migration)
@@ -153,7 +155,8 @@ def verify(drill: Drill, db: Database, expected_migration: str | None, tables: l
         drill.record("rto", False, "the restore time was not measured")
     else:
         drill.record(
-            "rto", drill.rto_seconds <= drill.thresholds.rto_seconds,
+            "rto",
+            drill.rto_seconds <= drill.thresholds.rto_seconds,
             f"restored in {drill.rto_seconds:.1f}s, threshold {drill.thresholds.rto_seconds:g}s",
         )
 
@@ -170,7 +173,11 @@ def _check_migrations(drill: Drill, db: Database, expected: str | None) -> None:
     elif expected and newest != expected:
         drill.record("migration-version", False, f"newest migration {newest}, expected {expected}")
     else:
-        drill.record("migration-version", True, f"newest migration {newest}" + ("" if expected else " (no expected version given)"))
+        drill.record(
+            "migration-version",
+            True,
+            f"newest migration {newest}" + ("" if expected else " (no expected version given)"),
+        )
 
 
 def _check_rows(drill: Drill, db: Database, wanted: TableMinimum) -> None:
@@ -188,7 +195,9 @@ def _check_heartbeat(drill: Drill, db: Database) -> None:
     try:
         newest = db.query_json(f"select to_json(max(written_at)) from {HEARTBEAT_TABLE}")
     except ClientError as error:
-        drill.record("heartbeat-rpo", False, f"cannot read {HEARTBEAT_TABLE}: {error} (is the heartbeat CronJob running?)")
+        drill.record(
+            "heartbeat-rpo", False, f"cannot read {HEARTBEAT_TABLE}: {error} (is the heartbeat CronJob running?)"
+        )
         return
     if newest is None:
         drill.record("heartbeat-rpo", False, f"{HEARTBEAT_TABLE} is empty (is the heartbeat CronJob running?)")
@@ -198,15 +207,23 @@ def _check_heartbeat(drill: Drill, db: Database) -> None:
     drill.rpo_seconds = (drill.started_at - written).total_seconds()
     limit = drill.thresholds.rpo_seconds
     drill.record(
-        "heartbeat-rpo", drill.rpo_seconds <= limit,
+        "heartbeat-rpo",
+        drill.rpo_seconds <= limit,
         f"newest heartbeat {drill.newest_heartbeat}, drill started {logical.iso(drill.started_at)}: "
         f"RPO {drill.rpo_seconds:.1f}s, threshold {limit:g}s",
     )
 
 
 def run_logical(
-    drill: Drill, gcs: Gcs, folder: logical.DumpFolder, target: Database, scratch: str,
-    expected_migration: str | None, tables: list[TableMinimum], keep_scratch: bool, log: Callable[[str], None],
+    drill: Drill,
+    gcs: Gcs,
+    folder: logical.DumpFolder,
+    target: Database,
+    scratch: str,
+    expected_migration: str | None,
+    tables: list[TableMinimum],
+    keep_scratch: bool,
+    log: Callable[[str], None],
 ) -> None:
     """Restore the newest dump of ``folder`` into database ``scratch`` on the target's server,
     verify it, and drop it again (unless ``keep_scratch``)."""
@@ -216,18 +233,23 @@ def run_logical(
     try:
         item = logical.newest_dump(gcs, folder)
         taken = logical.dump_time(item["name"])
-        drill.backups.append({
-            "id": f"gs://{folder.bucket}/{item['name']}",
-            "generation": item.get("generation"),
-            "size_bytes": int(item.get("size", 0)),
-            "md5": item.get("md5Hash"),
-            "taken_at": logical.iso(taken),
-        })
+        drill.backups.append(
+            {
+                "id": f"gs://{folder.bucket}/{item['name']}",
+                "generation": item.get("generation"),
+                "size_bytes": int(item.get("size", 0)),
+                "md5": item.get("md5Hash"),
+                "taken_at": logical.iso(taken),
+            }
+        )
         age = (drill.started_at - taken).total_seconds()
         limit = drill.thresholds.backup_age_seconds
-        drill.record("backup-age", limit is None or age <= limit,
-                     f"newest dump taken {logical.iso(taken)}, {age:.0f}s before the drill"
-                     + (f", threshold {limit:g}s" if limit is not None else ""))
+        drill.record(
+            "backup-age",
+            limit is None or age <= limit,
+            f"newest dump taken {logical.iso(taken)}, {age:.0f}s before the drill"
+            + (f", threshold {limit:g}s" if limit is not None else ""),
+        )
         log(f"restoring gs://{folder.bucket}/{item['name']} into database {scratch!r} of {target}")
         with tempfile.TemporaryDirectory(prefix="restore-drill-") as tmp:
             archive = Path(tmp) / "database.dump"
@@ -252,6 +274,7 @@ def run_logical(
 
 def metrics_line(drill: Drill) -> str:
     """One fixed-format line (logfmt) for log-based metrics."""
+
     def number(value) -> str:
         return "NaN" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -290,29 +313,45 @@ def push_metrics(drill: Drill, url: str, timeout: float = 30) -> None:
         for part in ("job", "hello_restore_drill", "environment", drill.environment or "unknown", "path", drill.path)
     )
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/metrics/{group}", data=("\n".join(lines) + "\n").encode(),
-        headers={"Content-Type": "text/plain; version=0.0.4"}, method="PUT",
+        f"{url.rstrip('/')}/metrics/{group}",
+        data=("\n".join(lines) + "\n").encode(),
+        headers={"Content-Type": "text/plain; version=0.0.4"},
+        method="PUT",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout):
             pass
     except (urllib.error.URLError, OSError) as error:
-        raise StepFailed("publish-metrics", f"cannot push to the Pushgateway {url}: {error}",
-                         "the Pushgateway URL and that it is reachable from where the drill runs") from error
+        raise StepFailed(
+            "publish-metrics",
+            f"cannot push to the Pushgateway {url}: {error}",
+            "the Pushgateway URL and that it is reachable from where the drill runs",
+        ) from error
 
 
 def publish_report(drill: Drill, gcs: Gcs, bucket: str, prefix: str) -> str:
     """Write the report to gs://bucket/prefix/<environment>/<path>/<start>.json; return its URL."""
-    name = (f"{prefix.strip('/')}/{drill.environment or 'unknown'}/{drill.path}/"
-            f"{drill.started_at.strftime(logical.TIMESTAMP_FORMAT)}.json")
+    name = (
+        f"{prefix.strip('/')}/{drill.environment or 'unknown'}/{drill.path}/"
+        f"{drill.started_at.strftime(logical.TIMESTAMP_FORMAT)}.json"
+    )
     location = f"gs://{bucket}/{name}"
     drill.report_location = location
     body = json.dumps(drill.report(), indent=2).encode()
     try:
-        gcs.upload(bucket, name, body, "application/json",
-                   {"hello-result": "passed" if drill.passed else "failed"}, if_generation_match=None)
+        gcs.upload(
+            bucket,
+            name,
+            body,
+            "application/json",
+            {"hello-result": "passed" if drill.passed else "failed"},
+            if_generation_match=None,
+        )
     except GcsError as error:
         drill.report_location = None
-        raise StepFailed("publish-report", f"cannot write {location}: {error}",
-                         "the report bucket and the drill's write access to it") from error
+        raise StepFailed(
+            "publish-report",
+            f"cannot write {location}: {error}",
+            "the report bucket and the drill's write access to it",
+        ) from error
     return location

@@ -54,9 +54,7 @@ class _MetadataServerToken:
 
     def __init__(self, timeout: float):
         host = os.environ.get("GCE_METADATA_HOST", "metadata.google.internal")
-        self._url = (
-            f"http://{host}/computeMetadata/v1/instance/service-accounts/default/token"
-        )
+        self._url = f"http://{host}/computeMetadata/v1/instance/service-accounts/default/token"
         self._timeout = timeout
         self._token = ""
         self._expires = 0.0
@@ -90,7 +88,7 @@ class Gcs:
     timeout: float = 120.0
 
     @classmethod
-    def from_environment(cls, timeout: float = 120.0) -> "Gcs":
+    def from_environment(cls, timeout: float = 120.0) -> Gcs:
         emulator = os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
         if emulator:
             if "://" not in emulator:
@@ -225,11 +223,11 @@ class Gcs:
         if generation:
             query["generation"] = generation
         digest = hashlib.md5()
-        with self._request("GET", self._url(self._object_path(bucket, name), **query)) as response:
-            with destination.open("wb") as handle:
-                for block in iter(lambda: response.read(_CHUNK), b""):
-                    digest.update(block)
-                    handle.write(block)
+        url = self._url(self._object_path(bucket, name), **query)
+        with self._request("GET", url) as response, destination.open("wb") as handle:
+            for block in iter(lambda: response.read(_CHUNK), b""):
+                digest.update(block)
+                handle.write(block)
         return base64.b64encode(digest.digest()).decode("ascii")
 
 

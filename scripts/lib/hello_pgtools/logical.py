@@ -17,7 +17,13 @@ from pathlib import Path
 from .errors import StepFailed
 from .gcs import Gcs, GcsError, md5_base64
 from .postgres import (
-    ClientError, Database, archive_entries, database_name, pg_dump_version, quote_identifier, with_database,
+    ClientError,
+    Database,
+    archive_entries,
+    database_name,
+    pg_dump_version,
+    quote_identifier,
+    with_database,
 )
 
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -26,11 +32,11 @@ CONTENT_TYPE = "application/vnd.postgresql.custom-dump"
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ def dump_time(name: str) -> dt.datetime | None:
     match = _DUMP_NAME.fullmatch(name.rsplit("/", 1)[-1])
     if not match:
         return None
-    return dt.datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
 
 
 def list_dumps(gcs: Gcs, folder: DumpFolder) -> list[dict]:
@@ -67,11 +73,12 @@ def list_dumps(gcs: Gcs, folder: DumpFolder) -> list[dict]:
         items = gcs.list_objects(folder.bucket, folder.path)
     except GcsError as error:
         raise StepFailed(
-            "list", f"cannot list {folder}: {error}",
+            "list",
+            f"cannot list {folder}: {error}",
             "that the bucket exists and the service account may list it (roles/storage.objectViewer)",
         ) from error
     # Only direct children: a deeper "folder" belongs to someone else.
-    dumps = [item for item in items if "/" not in item["name"][len(folder.path):] and dump_time(item["name"])]
+    dumps = [item for item in items if "/" not in item["name"][len(folder.path) :] and dump_time(item["name"])]
     return sorted(dumps, key=lambda item: item["name"], reverse=True)
 
 
@@ -79,7 +86,8 @@ def newest_dump(gcs: Gcs, folder: DumpFolder) -> dict:
     dumps = list_dumps(gcs, folder)
     if not dumps:
         raise StepFailed(
-            "find-dump", f"no dump under {folder}",
+            "find-dump",
+            f"no dump under {folder}",
             "that the logical backup CronJob ran and wrote to this bucket, cluster and database",
         )
     return dumps[0]
@@ -98,7 +106,8 @@ def prune(gcs: Gcs, folder: DumpFolder, retention_days: int, keep_newest: int, n
                 gcs.delete_object(folder.bucket, item["name"])
             except GcsError as error:
                 raise StepFailed(
-                    "prune", f"cannot delete gs://{folder.bucket}/{item['name']}: {error}",
+                    "prune",
+                    f"cannot delete gs://{folder.bucket}/{item['name']}: {error}",
                     "that the service account may delete objects (roles/storage.objectUser)",
                 ) from error
             deleted.append(item["name"])
@@ -110,7 +119,8 @@ def _connect(db: Database) -> dict:
         return db.describe()
     except ClientError as error:
         raise StepFailed(
-            "connect", f"cannot query {db}: {error}",
+            "connect",
+            f"cannot query {db}: {error}",
             "the DSN's host, port, user, password and database, and that the server accepts connections",
         ) from error
 
@@ -120,7 +130,8 @@ def _check_bucket(gcs: Gcs, bucket: str) -> None:
         gcs.get_bucket(bucket)
     except GcsError as error:
         hint = (
-            f"that bucket {bucket!r} exists" if error.status == 404
+            f"that bucket {bucket!r} exists"
+            if error.status == 404
             else "the service account's access to the bucket (Workload Identity binding, roles/storage.objectUser)"
         )
         raise StepFailed("bucket", f"cannot reach gs://{bucket}: {error}", hint) from error
@@ -132,17 +143,26 @@ def verify_archive(archive: Path, described_as: str) -> int:
         entries = archive_entries(archive)
     except ClientError as error:
         raise StepFailed(
-            "verify-dump", f"{described_as} is not a readable pg_dump archive (pg_restore --list: {error})",
+            "verify-dump",
+            f"{described_as} is not a readable pg_dump archive (pg_restore --list: {error})",
             "that the dump was written completely by pg_dump --format=custom; take a new dump",
         ) from error
     if entries == 0:
-        raise StepFailed("verify-dump", f"{described_as} has an empty table of contents", "that pg_dump dumped the right database")
+        raise StepFailed(
+            "verify-dump", f"{described_as} has an empty table of contents", "that pg_dump dumped the right database"
+        )
     return entries
 
 
 def backup(
-    gcs: Gcs, db: Database, bucket: str, prefix: str, cluster: str,
-    retention_days: int, keep_newest: int, workdir: Path | None = None,
+    gcs: Gcs,
+    db: Database,
+    bucket: str,
+    prefix: str,
+    cluster: str,
+    retention_days: int,
+    keep_newest: int,
+    workdir: Path | None = None,
 ) -> dict:
     """Dump a database, verify the archive, upload it, check what GCS stored, prune old dumps.
 
@@ -159,7 +179,8 @@ def backup(
             db.dump(archive)
         except ClientError as error:
             raise StepFailed(
-                "dump", f"pg_dump of {db} failed: {error}",
+                "dump",
+                f"pg_dump of {db} failed: {error}",
                 "that the user may read every table, and that pg_dump's major version is at least the server's",
             ) from error
         entries = verify_archive(archive, f"the new dump of {db}")
@@ -181,7 +202,8 @@ def backup(
             stored = gcs.upload(bucket, name, archive, CONTENT_TYPE, metadata)
         except GcsError as error:
             raise StepFailed(
-                "upload", f"cannot upload gs://{bucket}/{name}: {error}",
+                "upload",
+                f"cannot upload gs://{bucket}/{name}: {error}",
                 "the network path to GCS and the service account's write access; no object was created",
             ) from error
     if stored.get("md5Hash") != md5 or str(stored.get("size")) != str(size):
@@ -225,12 +247,14 @@ def download(gcs: Gcs, bucket: str, item: dict, destination: Path) -> int:
         received = gcs.download(bucket, item["name"], destination, item.get("generation"))
     except GcsError as error:
         raise StepFailed(
-            "download", f"cannot download {url}: {error}",
+            "download",
+            f"cannot download {url}: {error}",
             "that the object still exists and the service account may read it (roles/storage.objectViewer)",
         ) from error
     if item.get("md5Hash") and received != item["md5Hash"]:
         raise StepFailed(
-            "checksum", f"downloaded {url} has MD5 {received}, GCS reports {item['md5Hash']}",
+            "checksum",
+            f"downloaded {url} has MD5 {received}, GCS reports {item['md5Hash']}",
             "the network path to GCS and download again",
         )
     return verify_archive(destination, url)
@@ -241,7 +265,8 @@ def restore(archive: Path, target: Database, described_as: str, jobs: int = 1) -
         target.restore(archive, jobs)
     except ClientError as error:
         raise StepFailed(
-            "restore", f"pg_restore of {described_as} into {target} failed: {error}",
+            "restore",
+            f"pg_restore of {described_as} into {target} failed: {error}",
             "that the target database exists and is empty, and that the archive is complete",
         ) from error
 
@@ -262,11 +287,19 @@ def _on_server_of(target: Database, step: str, statement: str, check: str) -> No
 
 def create_database(target: Database) -> None:
     """Create the database a DSN names."""
-    _on_server_of(target, "create-database", "create database {name}",
-                  "that the user may create databases and that no database of that name exists")
+    _on_server_of(
+        target,
+        "create-database",
+        "create database {name}",
+        "that the user may create databases and that no database of that name exists",
+    )
 
 
 def drop_database(target: Database) -> None:
     """Drop the database a DSN names, if it exists, disconnecting its sessions."""
-    _on_server_of(target, "drop-database", "drop database if exists {name} with (force)",
-                  "that the user owns the database or is a superuser")
+    _on_server_of(
+        target,
+        "drop-database",
+        "drop database if exists {name} with (force)",
+        "that the user owns the database or is a superuser",
+    )

@@ -28,9 +28,7 @@ def _binary(name: str) -> str:
         return str(Path(bindir) / name)
     found = shutil.which(name)
     if not found:
-        raise FileNotFoundError(
-            f"{name} is not on PATH; install the PostgreSQL client or set PG_BINDIR"
-        )
+        raise FileNotFoundError(f"{name} is not on PATH; install the PostgreSQL client or set PG_BINDIR")
     return found
 
 
@@ -110,9 +108,7 @@ class Database:
         conninfo, env = _libpq(self.dsn)
         argv = [arg.replace("{dsn}", conninfo) for arg in argv]
         try:
-            done = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-            )
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as error:
             raise ClientError(f"{Path(argv[0]).name} gave no answer in {timeout}s") from error
         if done.returncode != 0:
@@ -123,9 +119,15 @@ class Database:
         """Run a query that returns one JSON value (one row, one column) and parse it."""
         out = self._run(
             [
-                _binary("psql"), "--no-password", "--no-psqlrc", "--tuples-only",
-                "--no-align", "--quiet", "--set=ON_ERROR_STOP=1",
-                "--dbname={dsn}", "--command=" + sql,
+                _binary("psql"),
+                "--no-password",
+                "--no-psqlrc",
+                "--tuples-only",
+                "--no-align",
+                "--quiet",
+                "--set=ON_ERROR_STOP=1",
+                "--dbname={dsn}",
+                "--command=" + sql,
             ],
             timeout,
         )
@@ -134,8 +136,13 @@ class Database:
     def execute(self, sql: str, timeout: float = 60) -> None:
         self._run(
             [
-                _binary("psql"), "--no-password", "--no-psqlrc", "--quiet",
-                "--set=ON_ERROR_STOP=1", "--dbname={dsn}", "--command=" + sql,
+                _binary("psql"),
+                "--no-password",
+                "--no-psqlrc",
+                "--quiet",
+                "--set=ON_ERROR_STOP=1",
+                "--dbname={dsn}",
+                "--command=" + sql,
             ],
             timeout,
         )
@@ -152,7 +159,9 @@ class Database:
 
     def dump(self, destination: Path) -> None:
         """``pg_dump --format=custom`` of the whole database into a local file."""
-        self._run([_binary("pg_dump"), "--no-password", "--format=custom", "--file", str(destination), "--dbname={dsn}"])
+        self._run(
+            [_binary("pg_dump"), "--no-password", "--format=custom", "--file", str(destination), "--dbname={dsn}"]
+        )
 
     def restore(self, archive: Path, jobs: int = 1) -> None:
         """``pg_restore`` an archive into this (empty) database, stopping at the first error.
@@ -161,8 +170,14 @@ class Database:
         """
         self._run(
             [
-                _binary("pg_restore"), "--no-password", "--exit-on-error", "--no-owner",
-                "--no-privileges", f"--jobs={jobs}", "--dbname={dsn}", str(archive),
+                _binary("pg_restore"),
+                "--no-password",
+                "--exit-on-error",
+                "--no-owner",
+                "--no-privileges",
+                f"--jobs={jobs}",
+                "--dbname={dsn}",
+                str(archive),
             ]
         )
 
@@ -174,7 +189,9 @@ def archive_entries(archive: Path) -> int:
     """
     done = subprocess.run(
         [_binary("pg_restore"), "--list", str(archive)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise ClientError(_summary(done.stderr or done.stdout))

@@ -33,8 +33,11 @@ def cluster(region, primary_region, *, ready=True, archiving=True, ready_instanc
         "spec": {
             "instances": 3,
             "bootstrap": {"initdb": {"database": "app", "owner": "app"}},
-            "replica": {"self": f"hello-db-{region}", "primary": f"hello-db-{primary_region}",
-                        "source": f"hello-db-{OTHER_REGION.get(region, primary_region)}"},
+            "replica": {
+                "self": f"hello-db-{region}",
+                "primary": f"hello-db-{primary_region}",
+                "source": f"hello-db-{OTHER_REGION.get(region, primary_region)}",
+            },
         },
         "status": {
             "phase": "Cluster in healthy state" if ready else "Waiting for the instances to become active",
@@ -51,41 +54,87 @@ def cluster(region, primary_region, *, ready=True, archiving=True, ready_instanc
 def service_release(live, digest, image_repository="europe-docker.pkg.dev/p/hello/hello"):
     """The Services and Deployments of a region where slot ``live`` serves ``digest``."""
     labels = {"app.kubernetes.io/name": "hello"}
-    services = [{"apiVersion": "v1", "kind": "Service",
-                 "metadata": {"name": "hello", "namespace": "hello", "labels": labels},
-                 "spec": {"selector": {**labels, "slot": live}}}]
-    deployments = [{"apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": f"hello-{live}", "namespace": "hello", "labels": labels},
-                    "spec": {"replicas": 3, "template": {"spec": {"containers": [
-                        {"name": "hello", "image": f"{image_repository}@{digest}"}]}}},
-                    "status": {"readyReplicas": 3}}]
+    services = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "hello", "namespace": "hello", "labels": labels},
+            "spec": {"selector": {**labels, "slot": live}},
+        }
+    ]
+    deployments = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": f"hello-{live}", "namespace": "hello", "labels": labels},
+            "spec": {
+                "replicas": 3,
+                "template": {"spec": {"containers": [{"name": "hello", "image": f"{image_repository}@{digest}"}]}},
+            },
+            "status": {"readyReplicas": 3},
+        }
+    ]
     return {"services": services, "deployments": deployments}
 
 
 def _resource(name, kind, verbs=("get", "list", "patch", "create", "update", "watch", "delete")):
-    return {"name": name, "singularName": name.rstrip("s"), "namespaced": name != "namespaces",
-            "kind": kind, "verbs": list(verbs)}
+    return {
+        "name": name,
+        "singularName": name.rstrip("s"),
+        "namespaced": name != "namespaces",
+        "kind": kind,
+        "verbs": list(verbs),
+    }
 
 
 DISCOVERY = {
     "/version": {"major": "1", "minor": "34", "gitVersion": "v1.34.0"},
     "/api": {"kind": "APIVersions", "versions": ["v1"]},
-    "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-        _resource("namespaces", "Namespace"), _resource("services", "Service"),
-        _resource("secrets", "Secret"), _resource("serviceaccounts", "ServiceAccount"),
-        _resource("configmaps", "ConfigMap")]},
-    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-        {"name": name, "versions": [{"groupVersion": f"{name}/v1", "version": "v1"}],
-         "preferredVersion": {"groupVersion": f"{name}/v1", "version": "v1"}}
-        for name in ("postgresql.cnpg.io", "apps")]},
+    "/api/v1": {
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [
+            _resource("namespaces", "Namespace"),
+            _resource("services", "Service"),
+            _resource("secrets", "Secret"),
+            _resource("serviceaccounts", "ServiceAccount"),
+            _resource("configmaps", "ConfigMap"),
+        ],
+    },
+    "/apis": {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [
+            {
+                "name": name,
+                "versions": [{"groupVersion": f"{name}/v1", "version": "v1"}],
+                "preferredVersion": {"groupVersion": f"{name}/v1", "version": "v1"},
+            }
+            for name in ("postgresql.cnpg.io", "apps")
+        ],
+    },
     "/apis/postgresql.cnpg.io/v1": {
-        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "postgresql.cnpg.io/v1",
-        "resources": [_resource("clusters", "Cluster"),
-                      {"name": "clusters/status", "singularName": "", "namespaced": True,
-                       "kind": "Cluster", "verbs": ["get", "patch", "update"]},
-                      _resource("backups", "Backup", ("create", "get", "list", "watch"))]},
-    "/apis/apps/v1": {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1",
-                      "resources": [_resource("deployments", "Deployment")]},
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "postgresql.cnpg.io/v1",
+        "resources": [
+            _resource("clusters", "Cluster"),
+            {
+                "name": "clusters/status",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "Cluster",
+                "verbs": ["get", "patch", "update"],
+            },
+            _resource("backups", "Backup", ("create", "get", "list", "watch")),
+        ],
+    },
+    "/apis/apps/v1": {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "apps/v1",
+        "resources": [_resource("deployments", "Deployment")],
+    },
 }
 
 
@@ -99,17 +148,25 @@ class RegionApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
+            def do_GET(self):
                 api.requests.append(("GET", self.path))
                 self.reply(api.answer(self.path.split("?")[0]))
 
             def refuse_change(self):
                 # Recorded, so a test can prove what a run tried to change, and where.
                 api.requests.append((self.command, self.path))
-                self.reply({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                            "reason": "MethodNotAllowed", "code": 405, "message": "read-only test API"})
+                self.reply(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "reason": "MethodNotAllowed",
+                        "code": 405,
+                        "message": "read-only test API",
+                    }
+                )
 
-            do_POST = do_PUT = do_PATCH = do_DELETE = refuse_change  # noqa: N815
+            do_POST = do_PUT = do_PATCH = do_DELETE = refuse_change
 
             def reply(self, body):
                 self.send_response(200 if body.get("kind") != "Status" else body["code"])
@@ -134,10 +191,20 @@ class RegionApi:
         if path == SERVICES_PATH:
             return {"kind": "ServiceList", "apiVersion": "v1", "metadata": {}, "items": self.release["services"]}
         if path == DEPLOYMENTS_PATH:
-            return {"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {},
-                    "items": self.release["deployments"]}
-        return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
-                "message": f"{path} not found"}
+            return {
+                "kind": "DeploymentList",
+                "apiVersion": "apps/v1",
+                "metadata": {},
+                "items": self.release["deployments"],
+            }
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "reason": "NotFound",
+            "code": 404,
+            "message": f"{path} not found",
+        }
 
     def writes(self):
         """Every request that would have changed something, as (method, path without query)."""
@@ -161,8 +228,13 @@ def start_regions(regions, servers):
 
 def write_kubeconfig(path, contexts, apis):
     """A kubeconfig with one context per region; a region without an API does not answer."""
-    config = {"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": [
-        {"name": "test", "user": {"token": "test"}}]}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [],
+        "contexts": [],
+        "users": [{"name": "test", "user": {"token": "test"}}],
+    }
     for region, context in contexts.items():
         # Nothing listens on port 9: the region is lost.
         server = apis[region].url if region in apis else "http://127.0.0.1:9"
@@ -178,8 +250,10 @@ def fake_gcloud(bin_dir, log):
     bin_dir = Path(bin_dir)
     bin_dir.mkdir(parents=True, exist_ok=True)
     gcloud = bin_dir / "gcloud"
-    gcloud.write_text("#!/usr/bin/env python3\nimport json, sys\n"
-                      f"with open({str(log)!r}, 'a') as log:\n"
-                      "    log.write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    gcloud.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"with open({str(log)!r}, 'a') as log:\n"
+        "    log.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
     gcloud.chmod(0o755)
     return bin_dir

@@ -5,6 +5,10 @@ repository's ansible.cfg applies) and returns the CompletedProcess (text, captur
 ``copy_inventory(env, root)`` copies ``inventories/<env>`` to ``root/<env>`` with its link to the
 shared group_vars kept working, so a test can break one variable without touching the real one.
 ``write_play(path, tasks_or_roles)`` writes a one-play playbook against ``gke_clusters``.
+
+A test that runs Ansible requests the ``ansible`` fixture (directly or through another fixture),
+which gives it the ``ansible`` marker; ``ansible()`` refuses to run in a test that did not, so
+the marker never lies about what a test runs.
 """
 
 import os
@@ -13,11 +17,16 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
+
 SHARED_LINK = Path("group_vars/all/000_shared")
+# Set by tests/conftest.py around each test: whether it carries the ``ansible`` marker.
+marked = {"current": True}
 
 
 def ansible(tool, *args, env=None, timeout=None):
+    if not marked["current"]:
+        raise AssertionError("this test runs Ansible: request the `ansible` fixture so it is marked")
     run_env = {
         **os.environ,
         "ANSIBLE_NOCOLOR": "1",

@@ -40,8 +40,7 @@ def check_with_real_gcloud(argv):
     line = json.dumps(argv)
     if checked.exists() and line in checked.read_text().splitlines():
         return
-    env = {**os.environ, "CLOUDSDK_CONFIG": os.environ["FAKE_GCLOUD_CONFIG"],
-           "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    env = {**os.environ, "CLOUDSDK_CONFIG": os.environ["FAKE_GCLOUD_CONFIG"], "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
     result = subprocess.run([real, *argv], env=env, capture_output=True, text=True, check=False)
     if NO_ACCOUNT not in result.stderr:
         sys.stderr.write(f"fake gcloud: the real gcloud rejects this command line:\n{result.stderr}")
@@ -77,8 +76,12 @@ def taints_of(text):
 def autoscaling_of(flags):
     if "enable-autoscaling" not in flags:
         return {}
-    return {"enabled": True, "minNodeCount": int(flags["min-nodes"]),
-            "maxNodeCount": int(flags["max-nodes"]), "locationPolicy": flags.get("location-policy", "BALANCED")}
+    return {
+        "enabled": True,
+        "minNodeCount": int(flags["min-nodes"]),
+        "maxNodeCount": int(flags["max-nodes"]),
+        "locationPolicy": flags.get("location-policy", "BALANCED"),
+    }
 
 
 def node_pool(name, flags, zones):
@@ -119,8 +122,10 @@ def clusters(state, verb, positional, flags):
     cluster = state["clusters"].get(key)
     if verb == "describe":
         if cluster is None:
-            fail(f"(gcloud.container.clusters.describe) ResponseError: code=404, message=Not found: "
-                 f"projects/{flags['project']}/locations/{flags['region']}/clusters/{name}.")
+            fail(
+                f"(gcloud.container.clusters.describe) ResponseError: code=404, message=Not found: "
+                f"projects/{flags['project']}/locations/{flags['region']}/clusters/{name}."
+            )
         print(json.dumps(cluster))
     elif verb == "create":
         if cluster is not None:
@@ -134,12 +139,16 @@ def clusters(state, verb, positional, flags):
             "releaseChannel": {"channel": flags["release-channel"].upper()},
             "workloadIdentityConfig": {"workloadPool": flags["workload-pool"]},
             "privateClusterConfig": {"enablePrivateNodes": "enable-private-nodes" in flags},
-            "networkConfig": {"datapathProvider": "ADVANCED_DATAPATH" if "enable-dataplane-v2" in flags
-                              else "LEGACY_DATAPATH"},
+            "networkConfig": {
+                "datapathProvider": "ADVANCED_DATAPATH" if "enable-dataplane-v2" in flags else "LEGACY_DATAPATH"
+            },
             "masterAuthorizedNetworksConfig": authorized_networks(flags),
             # Managed collection is on by default since GKE 1.27, unless switched off.
-            "monitoringConfig": {"managedPrometheusConfig": {
-                "enabled": "no-enable-managed-prometheus" not in flags and "disable-managed-prometheus" not in flags}},
+            "monitoringConfig": {
+                "managedPrometheusConfig": {
+                    "enabled": "no-enable-managed-prometheus" not in flags and "disable-managed-prometheus" not in flags
+                }
+            },
             "nodePools": [node_pool("default-pool", flags, zones)],
         }
     elif verb == "update":
@@ -225,7 +234,7 @@ def main():
 
     state_file = Path(os.environ["FAKE_GCLOUD_STATE"])
     # Ansible runs the clusters of an environment in parallel: one command at a time.
-    lock = open(f"{state_file}.lock", "w")
+    lock = open(f"{state_file}.lock", "w")  # noqa: SIM115 (held until the process exits)
     fcntl.flock(lock, fcntl.LOCK_EX)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     for part in ("clusters", "service_accounts", "policies"):
