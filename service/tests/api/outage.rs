@@ -2,15 +2,12 @@
 //! bound (never hang), and the service recovers by itself when the database is back.
 //! Each test runs its own PostgreSQL container, since it stops it.
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
 use testcontainers::{ContainerAsync, ImageExt, core::IntoContainerPort, runners::AsyncRunner};
 use testcontainers_modules::postgres::Postgres;
 
-use common::{TestDatabase, assert_error, spawn_on, test_settings};
+use crate::common::{self, TestDatabase, assert_error, spawn_on, test_settings};
 
 const BOUND: Duration = Duration::from_secs(4);
 
