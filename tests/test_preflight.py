@@ -147,13 +147,18 @@ def test_wrong_type_fails(ansible, tmp_path, preflight_play):
     assert "value of hello_environment must be one of: staging, production, kind, got: prod" in output
 
 
+def first_play(playbook):
+    """The first play that runs, following imports (site.yml imports others, deploy.yml the
+    plays it shares with rollback.yml)."""
+    first = yaml.safe_load(playbook.read_text())[0]
+    imported = first.get("ansible.builtin.import_playbook") or first.get("import_playbook")
+    return first_play(playbook.parent / imported) if imported else first
+
+
 def test_every_playbook_runs_preflight_first():
     playbooks = sorted((REPO / "playbooks").glob("*.yml"))
     assert playbooks
     for playbook in playbooks:
-        plays = yaml.safe_load(playbook.read_text())
-        first = plays[0]
-        if {"import_playbook", "ansible.builtin.import_playbook"} & first.keys():
-            continue  # an aggregate playbook: each imported one is checked itself
+        first = first_play(playbook)
         roles = [r if isinstance(r, str) else r["role"] for r in first.get("roles", [])]
         assert roles[:1] == ["preflight"], f"{playbook.name}: the first play must run the preflight role first"
