@@ -1,8 +1,9 @@
 """The service under test: its release binary, started the one way every test starts it.
 
 ``hello_binary()`` is the binary named by ``HELLO_BINARY`` (``scripts/test`` builds it once per
-run and exports it); without it, the same command as scripts/test's, ``cargo test --release
---no-run`` in service/, builds it, so a single test can be run straight from pytest. (That
+run and exports it); without it, the same build as scripts/test's (``cargo test --release
+--no-run`` in service/, clippy-driver compiling the workspace's crates) makes it, so a single
+test can be run straight from pytest and shares its build with ``scripts/test rust``. (That
 command, not ``cargo build``: the integration tests' dependencies unify other features, and a
 ``cargo build`` after it would compile much of the tree a second time.) Always the release
 build: the debug build's unoptimised SCRAM handshake takes up to a second per database
@@ -40,6 +41,7 @@ def hello_binary() -> Path:
     built = subprocess.run(
         ["cargo", "test", "--release", "--locked", "--no-run"],
         cwd=SERVICE_DIR,
+        env={**os.environ, "RUSTC_WORKSPACE_WRAPPER": "clippy-driver", "CLIPPY_ARGS": "-Dwarnings"},
         capture_output=True,
         text=True,
         check=False,
