@@ -13,6 +13,7 @@ inputs, for the tests whose point is a variable's effect.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -24,14 +25,25 @@ from support.playbooks import ansible
 ENVIRONMENTS = tuple(sorted(path.name for path in (REPO / "inventories").iterdir() if path.is_dir()))
 
 
-def render(root: Path, env: str, *extra_vars: str) -> Path:
-    """Render ``env`` into ``root/<env>/<host>/`` with ``-e`` ``extra_vars``; returns ``root/<env>``."""
+def _render_command(root: Path, env: str, *extra_vars: str) -> list[str]:
     args = ["-e", f"hello_k8s_build_dir={root}/{env}/{{{{ inventory_hostname }}}}"]
     for extra in extra_vars:
         args += ["-e", extra]
-    result = ansible("ansible-playbook", "-i", f"inventories/{env}", "playbooks/render.yml", *args)
+    return ["ansible-playbook", "-i", f"inventories/{env}", "playbooks/render.yml", *args]
+
+
+def render(root: Path, env: str, *extra_vars: str) -> Path:
+    """Render ``env`` into ``root/<env>/<host>/`` with ``-e`` ``extra_vars``; returns ``root/<env>``."""
+    result = ansible(*_render_command(root, env, *extra_vars))
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     return Path(root) / env
+
+
+def render_all(root: Path) -> None:
+    """Render every environment into ``root``, the environments side by side."""
+    with ThreadPoolExecutor(len(ENVIRONMENTS)) as pool:
+        for result in pool.map(lambda env: ansible(*_render_command(root, env)), ENVIRONMENTS):
+            assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
 
 
 def shared_render(scratch: Path) -> Path:
@@ -46,8 +58,7 @@ def shared_render(scratch: Path) -> Path:
     with FileLock(str(scratch / "rendered.lock")):
         done = root / ".complete"
         if not done.exists():
-            for env in ENVIRONMENTS:
-                render(root, env)
+            render_all(root)
             done.touch()
     return root
 
