@@ -268,6 +268,7 @@ def test_logical_backup_runs_only_where_the_primary_is_through_workload_identity
             assert env_vars["BACKUP_BUCKET"]["value"] == f"hello-platform-{env}-hello-backups"
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_a_switched_over_topology_renders_the_other_way_round(ansible, tmp_path):
     build = render("production", tmp_path, "hello_db_topology_primary=hello-db-europe-west4")
     old = one(load_objects(build / "europe-west1"), "Cluster")["spec"]["replica"]
@@ -318,6 +319,7 @@ def test_prometheus_operator_renders_the_pod_monitor_and_no_pod_monitoring(custo
         assert "PodMonitoring" not in kinds(objects)
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_none_renders_no_scrape_object(ansible, tmp_path):
     build = render("production", tmp_path, "postgres_metrics=none")
     for region in ("europe-west1", "europe-west4"):

@@ -167,6 +167,7 @@ def test_database_refuses_when_the_regions_disagree_on_the_primary(ansible, regi
     assert PASSWORD not in output
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_switchover_with_both_regions_healthy_demotes_the_primary_region_first(ansible, regions):
     kubeconfig, apis = regions(
         **{
@@ -194,6 +195,7 @@ def test_switchover_with_both_regions_healthy_demotes_the_primary_region_first(a
         assert any(method == "GET" and path.split("?")[0] == SERVICES_PATH for method, path in api.requests)
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_confirmed_failover_of_a_silent_region_promotes_the_other_one(ansible, regions):
     # The surviving region runs the service already (warm standby): no digest is needed.
     kubeconfig, apis = regions(
@@ -239,6 +241,7 @@ def test_failover_refuses_before_promoting_when_the_service_has_nothing_to_run(a
     assert writes(apis)["europe-west4"] == []
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_failover_with_a_digest_promotes_a_region_where_the_service_never_ran(ansible, regions):
     kubeconfig, apis = regions(**{"europe-west4": cluster("europe-west4", "europe-west1")})
     code, output = run(

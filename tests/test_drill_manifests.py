@@ -154,6 +154,7 @@ def test_without_target_time_the_drill_recovers_the_newest_state(environment):
     assert "recoveryTarget" not in cluster["spec"]["bootstrap"]["recovery"]
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_target_time_reaches_the_recovery_and_the_rpo(ansible, tmp_path):
     _, target = hosts_of("production")
     drill = {

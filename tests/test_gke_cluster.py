@@ -111,6 +111,7 @@ def test_check_mode_on_an_empty_project_only_reads(ansible, tmp_path, gcloud_con
     assert project.snapshot() == ""
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_first_run_creates_clusters_pools_and_node_identity(ansible, production):
     code, output, calls = production.first_run
     assert code == 0, output
@@ -153,6 +154,7 @@ def test_first_run_creates_clusters_pools_and_node_identity(ansible, production)
             assert pool["config"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_clusters_are_created_with_managed_prometheus_collection(ansible, production):
     _, _, calls = production.first_run
     creates = [call for call in calls if call[:3] == ["container", "clusters", "create"]]
@@ -166,6 +168,7 @@ def test_clusters_are_created_with_managed_prometheus_collection(ansible, produc
         assert production.cluster(name, region)["monitoringConfig"] == {"managedPrometheusConfig": {"enabled": True}}
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_managed_prometheus_switched_off_is_switched_back_on_alone(ansible, production):
     state = json.loads(production.state.read_text())
     key = next(k for k in state["clusters"] if k.endswith("/europe-west1/hello-production-europe-west1"))
@@ -199,6 +202,7 @@ def test_managed_prometheus_switched_off_is_switched_back_on_alone(ansible, prod
     assert code == 0 and writes(calls) == [], output
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_second_run_changes_nothing(ansible, production):
     code, output, calls = production.run()
     assert code == 0, output
@@ -206,6 +210,7 @@ def test_second_run_changes_nothing(ansible, production):
     assert changed_counts(output) == {"europe-west1": 0, "europe-west4": 0}
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_a_changed_pool_size_is_previewed_by_check_then_applied_alone(ansible, production):
     edit_vars(production.inventory / "host_vars/europe-west4.yml", gke_cluster_app_pool_max_nodes_per_zone=5)
     before = production.snapshot()
@@ -225,6 +230,7 @@ def test_a_changed_pool_size_is_previewed_by_check_then_applied_alone(ansible, p
     assert code == 0 and writes(calls) == [], output
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_a_changed_machine_type_stops_the_run_with_an_explanation(ansible, production):
     edit_vars(
         production.inventory / "host_vars/europe-west1.yml", gke_cluster_postgres_pool_machine_type="n2-highmem-8"
@@ -264,6 +270,7 @@ def test_fake_gcloud_checks_command_lines(ansible, tmp_path, gcloud_config):
     assert project.snapshot() == ""
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_a_changed_channel_label_and_taint_become_one_update_each(ansible, production):
     host_vars = production.inventory / "host_vars/europe-west1.yml"
     pools = {

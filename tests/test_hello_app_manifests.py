@@ -553,6 +553,7 @@ def test_a_broken_object_is_caught(ansible, rendered, policy, mutate):
     assert policies(objects, hostvars("production"))[policy], f"policy {policy!r} missed {mutate.__name__}"
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_without_gateway_and_with_a_separate_database_namespace(ansible, tmp_path):
     """Off GKE (kind) there is no Gateway; a database elsewhere moves the egress rule with it."""
     overrides = {"hello_app_gateway_enabled": False, "hello_db_namespace": "database", "hello_app_namespace": "hello"}

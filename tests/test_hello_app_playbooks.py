@@ -97,6 +97,7 @@ def test_a_cluster_that_does_not_answer_is_refused_before_the_release(ansible, t
         ("rollback.yml", "Nothing to roll back: Service hello does not exist"),
     ],
 )
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_valid_input_reaches_the_cluster(ansible, tmp_path, playbook, stop):
     """With a cluster that answers (a read-only test API), the run gets to the service's slots."""
     api = RegionApi(None)

@@ -81,6 +81,7 @@ def test_a_silent_primary_region_is_refused_before_any_release_task(ansible, pro
     ]
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_deploy_releases_first_where_the_primary_is_after_a_switchover(ansible, production):
     # Both Clusters name europe-west4's member as the primary.
     run = production(
@@ -99,6 +100,7 @@ def test_deploy_releases_first_where_the_primary_is_after_a_switchover(ansible, 
     assert not any(path.split("?")[0] == SERVICES_PATH for _, path in apis["europe-west1"].requests)
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_a_silent_standby_region_is_skipped_loudly_and_the_primary_is_released(ansible, production):
     run = production(**{"europe-west1": cluster("europe-west1", "europe-west1")})
     code, output, apis, _ = run("deploy.yml", "-e", f"hello_image_digest={DIGEST}")

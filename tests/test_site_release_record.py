@@ -11,6 +11,7 @@ gets to the release's first write in europe-west4, which the test API refuses.
 
 import os
 
+import pytest
 import yaml
 
 from support.kube_api import RegionApi, cluster, fake_gcloud, write_kubeconfig
@@ -24,6 +25,7 @@ DIGEST = "sha256:" + "e" * 64
 RECORD_TASK = "Read the record playbooks/image.yml wrote (digest, version, commit)"
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_the_release_after_a_switchover_finds_the_image_record_in_the_dr_region(ansible, tmp_path):
     # hello_repo_root is two folders above the inventory: tmp_path, with the real templates.
     (tmp_path / "inventories").mkdir()
