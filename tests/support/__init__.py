@@ -7,7 +7,6 @@ into fixtures.
 ``service``    the one way to get the service's release binary and start it
 ``playbooks``  the real ansible-playbook / ansible-inventory, inventory copies, one-play files
 ``render``     every environment's Kubernetes objects, rendered once per test run
-``crds``       where the pinned CRD schemas are (and what happens when they are not)
 ``kube_api``   stand-in regional Kubernetes API servers
 ``fake_gcloud`` the recording stand-in for gcloud (an executable script)
 """
