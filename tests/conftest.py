@@ -62,6 +62,11 @@ def pytest_collection_modifyitems(items):
             if fixture in item.fixturenames:
                 for marker in markers:
                     item.add_marker(marker)
+    # The modules that build images (minutes when the layer cache is cold) first: each module
+    # runs on one worker (--dist=loadscope), so started last, the build would be the run's tail
+    # while the other workers sit idle; started first, the other modules run beside it.
+    docker_modules = {item.module for item in items if item.get_closest_marker("docker")}
+    items.sort(key=lambda item: item.module not in docker_modules)
 
 
 @pytest.fixture(autouse=True)
