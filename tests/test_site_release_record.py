@@ -14,7 +14,7 @@ import os
 import pytest
 import yaml
 
-from support.kube_api import RegionApi, cluster, fake_gcloud, write_kubeconfig
+from support.kube_api import SERVICES_PATH, RegionApi, cluster, fake_gcloud, write_kubeconfig
 from support.playbooks import REPO, copy_inventory
 
 CONTEXTS = {
@@ -26,7 +26,7 @@ RECORD_TASK = "Read the record playbooks/image.yml wrote (digest, version, commi
 
 
 @pytest.mark.slow  # a whole playbook run through many tasks
-def test_the_release_after_a_switchover_finds_the_image_record_in_the_dr_region(ansible, tmp_path):
+def test_the_release_after_a_switchover_starts_in_the_dr_region_with_the_image_record(ansible, tmp_path):
     # hello_repo_root is two folders above the inventory: tmp_path, with the real templates.
     (tmp_path / "inventories").mkdir()
     inventory = copy_inventory("production", tmp_path / "inventories")
@@ -65,5 +65,8 @@ def test_the_release_after_a_switchover_finds_the_image_record_in_the_dr_region(
     assert "hello_image_digest is ''" not in flat
     assert "europe-west4: release: first release" in output
     assert ("PATCH", "/api/v1/namespaces/hello") in apis["europe-west4"].writes()
+    # any_errors_fatal stops the run there: europe-west1, released after the primary's region,
+    # is untouched, its Services not even read.
     assert apis["europe-west1"].writes() == []
+    assert not any(path.split("?")[0] == SERVICES_PATH for _, path in apis["europe-west1"].requests)
     assert result.returncode != 0
