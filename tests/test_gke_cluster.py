@@ -133,6 +133,10 @@ def test_first_run_creates_clusters_pools_and_node_identity(ansible, production)
         assert cluster["workloadIdentityConfig"] == {"workloadPool": "hello-platform-production.svc.id.goog"}
         assert cluster["privateClusterConfig"]["enablePrivateNodes"] is True
         assert cluster["networkConfig"]["datapathProvider"] == "ADVANCED_DATAPATH"
+        # GKE's Gateway controller is off unless asked for (`--gateway-api`, in
+        # cloud.google.com/kubernetes-engine/docs/how-to/deploying-gateways); without it the
+        # GatewayClasses and the Gateway API's CRDs that roles/hello_app applies do not exist.
+        assert cluster["networkConfig"]["gatewayApiConfig"] == {"channel": "CHANNEL_STANDARD"}
         assert len(cluster["locations"]) == 3 and all(z.startswith(region) for z in cluster["locations"])
         pools = {pool["name"]: pool for pool in cluster["nodePools"]}
         assert sorted(pools) == ["app", "postgres"]
@@ -169,10 +173,13 @@ def test_clusters_are_created_with_managed_prometheus_collection(ansible, produc
 
 
 @pytest.mark.slow  # a whole playbook run through many tasks
-def test_managed_prometheus_switched_off_is_switched_back_on_alone(ansible, production):
+def test_settings_switched_off_by_hand_are_switched_back_on_each_alone(ansible, production):
+    # Managed collection off in europe-west1, the Gateway API off in europe-west4.
     state = json.loads(production.state.read_text())
-    key = next(k for k in state["clusters"] if k.endswith("/europe-west1/hello-production-europe-west1"))
-    state["clusters"][key]["monitoringConfig"] = {"managedPrometheusConfig": {}}
+    west1 = next(k for k in state["clusters"] if k.endswith("/europe-west1/hello-production-europe-west1"))
+    west4 = next(k for k in state["clusters"] if k.endswith("/europe-west4/hello-production-europe-west4"))
+    state["clusters"][west1]["monitoringConfig"] = {"managedPrometheusConfig": {}}
+    state["clusters"][west4]["networkConfig"]["gatewayApiConfig"] = {"channel": "CHANNEL_DISABLED"}
     production.state.write_text(json.dumps(state))
     before = production.snapshot()
     code, output, calls = production.run("--check")
@@ -181,7 +188,7 @@ def test_managed_prometheus_switched_off_is_switched_back_on_alone(ansible, prod
 
     code, output, calls = production.run()
     assert code == 0, output
-    assert writes(calls) == [
+    assert sorted(writes(calls)) == [
         [
             "container",
             "clusters",
@@ -191,11 +198,24 @@ def test_managed_prometheus_switched_off_is_switched_back_on_alone(ansible, prod
             "--region=europe-west1",
             "--enable-managed-prometheus",
             "--quiet",
-        ]
+        ],
+        [
+            "container",
+            "clusters",
+            "update",
+            "hello-production-europe-west4",
+            "--project=hello-platform-production",
+            "--region=europe-west4",
+            "--gateway-api=standard",
+            "--quiet",
+        ],
     ]
-    assert changed_counts(output) == {"europe-west1": 1, "europe-west4": 0}
+    assert changed_counts(output) == {"europe-west1": 1, "europe-west4": 1}
     assert production.cluster("hello-production-europe-west1", "europe-west1")["monitoringConfig"] == {
         "managedPrometheusConfig": {"enabled": True}
+    }
+    assert production.cluster("hello-production-europe-west4", "europe-west4")["networkConfig"]["gatewayApiConfig"] == {
+        "channel": "CHANNEL_STANDARD"
     }
 
     code, output, calls = production.run()

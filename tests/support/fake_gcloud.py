@@ -116,6 +116,16 @@ def authorized_networks(flags):
     return config
 
 
+def gateway_api(flags):
+    """networkConfig.gatewayApiConfig as the GKE API reports it: channel CHANNEL_STANDARD for
+    --gateway-api=standard, CHANNEL_DISABLED for disabled; absent when never set, which means
+    off (Google.Cloud.Container.V1 GatewayAPIConfig.Types.Channel: Unspecified, Disabled,
+    Standard, Experimental)."""
+    if "gateway-api" not in flags:
+        return {}
+    return {"gatewayApiConfig": {"channel": f"CHANNEL_{flags['gateway-api'].upper()}"}}
+
+
 def clusters(state, verb, positional, flags):
     name = positional[0]
     key = f"{flags['project']}/{flags['region']}/{name}"
@@ -140,7 +150,8 @@ def clusters(state, verb, positional, flags):
             "workloadIdentityConfig": {"workloadPool": flags["workload-pool"]},
             "privateClusterConfig": {"enablePrivateNodes": "enable-private-nodes" in flags},
             "networkConfig": {
-                "datapathProvider": "ADVANCED_DATAPATH" if "enable-dataplane-v2" in flags else "LEGACY_DATAPATH"
+                "datapathProvider": "ADVANCED_DATAPATH" if "enable-dataplane-v2" in flags else "LEGACY_DATAPATH",
+                **gateway_api(flags),
             },
             "masterAuthorizedNetworksConfig": authorized_networks(flags),
             # Managed collection is on by default since GKE 1.27, unless switched off.
@@ -162,6 +173,8 @@ def clusters(state, verb, positional, flags):
             cluster["masterAuthorizedNetworksConfig"] = authorized_networks(flags)
         if "enable-managed-prometheus" in flags or "disable-managed-prometheus" in flags:
             cluster["monitoringConfig"] = {"managedPrometheusConfig": {"enabled": "enable-managed-prometheus" in flags}}
+        if "gateway-api" in flags:
+            cluster["networkConfig"].update(gateway_api(flags))
     else:
         fail(f"fake gcloud: container clusters {verb} is not simulated", 3)
 
