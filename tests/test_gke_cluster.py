@@ -8,6 +8,7 @@ They do not test GKE itself: whether GKE accepts these settings together, how lo
 take, or the answers of the real API beyond the fields the role reads.
 """
 
+import fnmatch
 import json
 import os
 import re
@@ -24,7 +25,12 @@ READ_ONLY = {
     ("container", "clusters", "describe"),
     ("iam", "service-accounts", "describe"),
     ("projects", "get-iam-policy"),
+    ("compute", "firewall-rules", "list"),
 }
+# CloudNativePG 1.30.0's admission webhook: the operator listens on 9443
+# (config/manager/manager.yaml: --webhook-port=9443; config/webhook/service.yaml: targetPort
+# 9443) and the API server must reach it (config/webhook/manifests.yaml: failurePolicy: Fail).
+CNPG_WEBHOOK_PORT = "9443"
 
 
 class FakeProject:
@@ -69,6 +75,12 @@ class FakeProject:
 
     def snapshot(self):
         return self.state.read_text() if self.state.exists() else ""
+
+    def firewall(self, pattern):
+        """The one firewall rule whose name matches the glob ``pattern``."""
+        rules = json.loads(self.state.read_text())["firewalls"]
+        (rule,) = [rule for name, rule in rules.items() if fnmatch.fnmatchcase(name, pattern)]
+        return rule
 
     def cluster(self, name, region):
         project = json.loads(self.state.read_text())
@@ -138,6 +150,13 @@ def test_first_run_creates_clusters_pools_and_node_identity(ansible, production)
         # GatewayClasses and the Gateway API's CRDs that roles/hello_app applies do not exist.
         assert cluster["networkConfig"]["gatewayApiConfig"] == {"channel": "CHANNEL_STANDARD"}
         assert len(cluster["locations"]) == 3 and all(z.startswith(region) for z in cluster["locations"])
+        # GKE's own rule lets the control plane reach the nodes on 443 and 10250 only; the
+        # role's rule adds the webhook port, from the same range to the same nodes, nothing more.
+        master, webhooks = production.firewall(f"gke-{name}-*-master"), production.firewall(f"{name}-webhooks")
+        assert webhooks["allowed"] == [{"IPProtocol": "tcp", "ports": [CNPG_WEBHOOK_PORT]}]
+        assert webhooks["direction"] == "INGRESS" and webhooks["network"] == master["network"]
+        assert webhooks["sourceRanges"] == master["sourceRanges"] and "0.0.0.0/0" not in webhooks["sourceRanges"]
+        assert webhooks["targetTags"] == master["targetTags"]
         pools = {pool["name"]: pool for pool in cluster["nodePools"]}
         assert sorted(pools) == ["app", "postgres"]
         postgres, app = pools["postgres"], pools["app"]
@@ -174,8 +193,10 @@ def test_clusters_are_created_with_managed_prometheus_collection(ansible, produc
 
 @pytest.mark.slow  # a whole playbook run through many tasks
 def test_settings_switched_off_by_hand_are_switched_back_on_each_alone(ansible, production):
-    # Managed collection off in europe-west1, the Gateway API off in europe-west4.
+    # Managed collection off in europe-west1, the Gateway API off in europe-west4, and the
+    # webhook rule of europe-west1 opened to the world.
     state = json.loads(production.state.read_text())
+    state["firewalls"]["hello-production-europe-west1-webhooks"]["sourceRanges"] = ["0.0.0.0/0"]
     west1 = next(k for k in state["clusters"] if k.endswith("/europe-west1/hello-production-europe-west1"))
     west4 = next(k for k in state["clusters"] if k.endswith("/europe-west4/hello-production-europe-west4"))
     state["clusters"][west1]["monitoringConfig"] = {"managedPrometheusConfig": {}}
@@ -188,7 +209,19 @@ def test_settings_switched_off_by_hand_are_switched_back_on_each_alone(ansible, 
 
     code, output, calls = production.run()
     assert code == 0, output
+    master = production.firewall("gke-hello-production-europe-west1-*-master")
     assert sorted(writes(calls)) == [
+        [
+            "compute",
+            "firewall-rules",
+            "update",
+            "hello-production-europe-west1-webhooks",
+            "--project=hello-platform-production",
+            f"--rules=tcp:{CNPG_WEBHOOK_PORT}",
+            f"--source-ranges={','.join(master['sourceRanges'])}",
+            f"--target-tags={','.join(master['targetTags'])}",
+            "--quiet",
+        ],
         [
             "container",
             "clusters",
@@ -210,7 +243,8 @@ def test_settings_switched_off_by_hand_are_switched_back_on_each_alone(ansible, 
             "--quiet",
         ],
     ]
-    assert changed_counts(output) == {"europe-west1": 1, "europe-west4": 1}
+    assert changed_counts(output) == {"europe-west1": 2, "europe-west4": 1}
+    assert production.firewall("hello-production-europe-west1-webhooks")["sourceRanges"] == master["sourceRanges"]
     assert production.cluster("hello-production-europe-west1", "europe-west1")["monitoringConfig"] == {
         "managedPrometheusConfig": {"enabled": True}
     }

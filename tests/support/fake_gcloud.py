@@ -2,7 +2,7 @@
 """A stand-in for `gcloud`, for testing roles/gke_cluster without Google Cloud.
 
 It is a test double, not an emulator: it answers only the commands the role runs, and keeps
-the project's state (clusters, node pools, service accounts, IAM bindings) in a JSON file,
+the project's state (clusters, node pools, service accounts, IAM bindings, firewall rules) in a JSON file,
 shaped like the GKE, IAM and Resource Manager API answers the role reads.
 
 What makes its answers worth something: before answering, it hands the same command line to
@@ -16,8 +16,10 @@ folder for the real gcloud's configuration; it also remembers the command lines 
 """
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +128,65 @@ def gateway_api(flags):
     return {"gatewayApiConfig": {"channel": f"CHANNEL_{flags['gateway-api'].upper()}"}}
 
 
+def gke_master_rule(state, cluster, flags):
+    """The firewall rule GKE creates with a cluster that has private nodes: from the control
+    plane's range to the cluster's nodes (by their network tag), TCP 443 and 10250 only
+    (cloud.google.com/kubernetes-engine/docs/how-to/private-clusters, "Adding firewall rules
+    for specific use cases"; cloud.google.com/service-mesh/docs/private-cluster-open-port)."""
+    tag = f"gke-{cluster}-{hashlib.sha256(cluster.encode()).hexdigest()[:8]}"
+    network = f"https://www.googleapis.com/compute/v1/projects/{flags['project']}/global/networks/{flags['network']}"
+    state["firewalls"][f"{tag}-master"] = {
+        "name": f"{tag}-master",
+        "network": network,
+        "direction": "INGRESS",
+        "priority": 1000,
+        "sourceRanges": [flags.get("master-ipv4-cidr") or "172.16.0.0/28"],
+        "allowed": [{"IPProtocol": "tcp", "ports": ["443", "10250"]}],
+        "targetTags": [f"{tag}-node"],
+    }
+
+
+def allowed_of(text):
+    """--rules=tcp:9443,8443 as the Compute API reports it."""
+    protocol, _, ports = text.partition(":")
+    return [{"IPProtocol": protocol, "ports": ports.split(",")}]
+
+
+def firewall_rules(state, verb, positional, flags):
+    rules = state["firewalls"]
+    if verb == "list":
+        field, op, value = re.match(r"(\w+)([~=])(.*)", flags["filter"]).groups()
+        if field != "name":
+            fail(f"fake gcloud: a filter on {field} is not simulated", 3)
+        match = (lambda name: re.search(value, name)) if op == "~" else (lambda name: name == value)
+        print(json.dumps([rule for name, rule in sorted(rules.items()) if match(name)]))
+    elif verb == "create":
+        name = positional[0]
+        if name in rules:
+            fail(f"(gcloud.compute.firewall-rules.create) The resource '{name}' already exists")
+        rules[name] = {
+            "name": name,
+            "network": flags["network"],
+            "direction": flags.get("direction", "INGRESS"),
+            "priority": 1000,
+            "sourceRanges": flags["source-ranges"].split(","),
+            "allowed": allowed_of(flags["rules"]),
+            "targetTags": flags["target-tags"].split(","),
+        }
+    elif verb == "update":
+        rule = rules.get(positional[0])
+        if rule is None:
+            fail(f"(gcloud.compute.firewall-rules.update) The resource '{positional[0]}' was not found")
+        if "rules" in flags:
+            rule["allowed"] = allowed_of(flags["rules"])
+        if "source-ranges" in flags:
+            rule["sourceRanges"] = flags["source-ranges"].split(",")
+        if "target-tags" in flags:
+            rule["targetTags"] = flags["target-tags"].split(",")
+    else:
+        fail(f"fake gcloud: compute firewall-rules {verb} is not simulated", 3)
+
+
 def clusters(state, verb, positional, flags):
     name = positional[0]
     key = f"{flags['project']}/{flags['region']}/{name}"
@@ -162,6 +223,8 @@ def clusters(state, verb, positional, flags):
             },
             "nodePools": [node_pool("default-pool", flags, zones)],
         }
+        if "enable-private-nodes" in flags:
+            gke_master_rule(state, name, flags)
     elif verb == "update":
         if cluster is None:
             fail("(gcloud.container.clusters.update) ResponseError: code=404, message=Not found")
@@ -250,7 +313,7 @@ def main():
     lock = open(f"{state_file}.lock", "w")  # noqa: SIM115 (held until the process exits)
     fcntl.flock(lock, fcntl.LOCK_EX)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    for part in ("clusters", "service_accounts", "policies"):
+    for part in ("clusters", "service_accounts", "policies", "firewalls"):
         state.setdefault(part, {})
     unchanged = json.dumps(state)
     positional, flags = parse(argv)
@@ -258,6 +321,7 @@ def main():
         ("container", "clusters"): clusters,
         ("container", "node-pools"): node_pools,
         ("iam", "service-accounts"): service_accounts,
+        ("compute", "firewall-rules"): firewall_rules,
     }
     if positional[:1] == ["projects"]:
         projects(state, positional[1], positional[2:], flags)
