@@ -5,7 +5,9 @@ CloudNativePG Cluster and the service's Services and Deployments through the Kub
 each region is played by a ``RegionApi``: it answers API discovery, the read of one Cluster
 (``cluster(...)`` builds one as CloudNativePG reports it) and the lists of the service's
 Services and Deployments (``service_release(...)`` builds a live release), like an API server
-would, and refuses every write with 405 while recording it. ``write_kubeconfig`` names one
+would, and refuses every write with 405 while recording it; a patch of the Cluster that
+CloudNativePG's admission webhook would reject is refused with the webhook's 422 instead
+(``cnpg_webhook_errors``). ``write_kubeconfig`` names one
 context per region, as ``gcloud container clusters get-credentials`` would; a region given no
 server does not answer, like a lost region. ``fake_gcloud(bin_dir, log)`` puts a stand-in
 ``gcloud`` on a PATH that records its command lines and succeeds.
@@ -24,8 +26,16 @@ DEPLOYMENTS_PATH = "/apis/apps/v1/namespaces/hello/deployments"
 OTHER_REGION = {"europe-west1": "europe-west4", "europe-west4": "europe-west1"}
 
 
-def cluster(region, primary_region, *, ready=True, archiving=True, ready_instances=3):
-    """A Cluster object as CloudNativePG 1.30 reports it."""
+def cluster(region, primary_region, *, ready=True, archiving=True, ready_instances=3, promotion_token=""):
+    """A Cluster object as CloudNativePG 1.30 reports it; ``promotion_token`` is what an earlier
+    switchover's promotion left in spec.replica.promotionToken."""
+    replica = {
+        "self": f"hello-db-{region}",
+        "primary": f"hello-db-{primary_region}",
+        "source": f"hello-db-{OTHER_REGION.get(region, primary_region)}",
+    }
+    if promotion_token:
+        replica["promotionToken"] = promotion_token
     return {
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",
@@ -33,11 +43,7 @@ def cluster(region, primary_region, *, ready=True, archiving=True, ready_instanc
         "spec": {
             "instances": 3,
             "bootstrap": {"initdb": {"database": "app", "owner": "app"}},
-            "replica": {
-                "self": f"hello-db-{region}",
-                "primary": f"hello-db-{primary_region}",
-                "source": f"hello-db-{OTHER_REGION.get(region, primary_region)}",
-            },
+            "replica": replica,
         },
         "status": {
             "phase": "Cluster in healthy state" if ready else "Waiting for the instances to become active",
@@ -75,6 +81,41 @@ def service_release(live, digest, image_repository="europe-docker.pkg.dev/p/hell
         }
     ]
     return {"services": services, "deployments": deployments}
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch: what the API server makes of a patch of a custom resource
+    (kubernetes.core sends its strategic-merge attempt and then a merge patch; custom resources
+    take only the latter, with the same result for these objects)."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def cnpg_webhook_errors(cluster_object):
+    """What CloudNativePG 1.30.0's validating webhook says of a Cluster's replica stanza.
+
+    Encodes internal/webhook/v1/cluster_webhook.go (validatePromotionToken) and
+    api/v1/cluster_funcs.go (Cluster.IsReplica) at v1.30.0: a non-empty
+    spec.replica.promotionToken is refused on a cluster that is a replica, that is one whose
+    replica.self (else its name) is not replica.primary (or whose replica.enabled is true)."""
+    replica = cluster_object.get("spec", {}).get("replica")
+    if not replica or not replica.get("promotionToken"):
+        return []
+    if "enabled" in replica:
+        is_replica = bool(replica["enabled"])
+    else:
+        is_replica = (replica.get("self") or cluster_object["metadata"]["name"]) != replica.get("primary")
+    if is_replica:
+        token = replica["promotionToken"]
+        return [f'spec.replica.token: Invalid value: "{token}": promotionToken is only allowed for primary clusters']
+    return []
 
 
 def _resource(name, kind, verbs=("get", "list", "patch", "create", "update", "watch", "delete")):
@@ -145,6 +186,7 @@ class RegionApi:
         self.cluster = cluster_object
         self.release = release or {"services": [], "deployments": []}
         self.requests = []
+        self.webhook_refusals = []
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -155,6 +197,23 @@ class RegionApi:
             def refuse_change(self):
                 # Recorded, so a test can prove what a run tried to change, and where.
                 api.requests.append((self.command, self.path))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "PATCH" and self.path.split("?")[0] == CLUSTER_PATH and api.cluster:
+                    errors = cnpg_webhook_errors(merge_patch(api.cluster, json.loads(body or b"{}")))
+                    if errors:
+                        api.webhook_refusals.extend(errors)
+                        self.reply(
+                            {
+                                "kind": "Status",
+                                "apiVersion": "v1",
+                                "status": "Failure",
+                                "reason": "Invalid",
+                                "code": 422,
+                                "message": 'admission webhook "vcluster.cnpg.io" denied the request: '
+                                + "; ".join(errors),
+                            }
+                        )
+                        return
                 self.reply(
                     {
                         "kind": "Status",
