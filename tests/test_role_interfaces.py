@@ -4,14 +4,17 @@ A variable named ``__<role>_…`` is internal to that role (STYLE.md, redhat-cop
 what other roles and playbooks may read is listed in the role's README, section "Interface", and
 set in one place. A role's Kubernetes templates (``k8s/<component>/``) belong to the role that
 renders them. A playbook reads no ``__`` variable at all: it passes a role its documented inputs.
+Each Kubernetes object has one owner: one role's template renders it, whoever applies it.
 """
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import yaml
 
 from support import REPO
 
@@ -23,6 +26,7 @@ TEMPLATE_OWNERS = {
     "backups": "backups",
     "drill": "restore_drill",
     "kind": "kind_gcs",
+    "namespaces": "namespaces",
 }
 PRIVATE = re.compile(r"\b__(" + "|".join(ROLES) + r")_\w+")
 ANY_PRIVATE = re.compile(r"\b__[a-z]\w*")
@@ -90,3 +94,35 @@ def test_a_role_reading_its_own_private_variables_is_no_crossing(tmp_path):
     (tmp_path / "k8s/drill").mkdir(parents=True)
     (tmp_path / "k8s/drill/x.yml.j2").write_text("{{ __restore_drill_id }}")
     assert crossings(tmp_path) == []
+
+
+def owners_of_objects(host_dir: Path) -> dict[tuple[str, str, str], set[str]]:
+    """(kind, namespace, name) -> the rendered components (k8s/<component>/) holding it."""
+    owners = defaultdict(set)
+    for path in sorted(host_dir.rglob("*.yml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if isinstance(document, dict) and "kind" in document:
+                metadata = document["metadata"]
+                key = (document["kind"], metadata.get("namespace", ""), metadata["name"])
+                owners[key].add(path.relative_to(host_dir).parts[0])
+    return owners
+
+
+def test_each_object_is_rendered_by_one_role(rendered_root):
+    """Two templates of one object would take turns removing each other's fields: server-side
+    apply with one field manager drops what the manager's latest apply no longer sets (the
+    Pod Security labels of a namespace, say)."""
+    shared = {}
+    for host_dir in sorted(rendered_root.glob("*/*")):
+        owners = owners_of_objects(host_dir)
+        assert owners, f"nothing rendered in {host_dir}"
+        shared.update({(host_dir.name, *key): sorted(o) for key, o in owners.items() if len(o) > 1})
+    assert shared == {}
+
+
+def test_the_one_owner_check_finds_an_object_rendered_twice(tmp_path):
+    namespace = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: hello\n"
+    for component in ("hello", "postgres"):
+        (tmp_path / component).mkdir()
+        (tmp_path / component / "namespace.yml").write_text(namespace)
+    assert owners_of_objects(tmp_path) == {("Namespace", "", "hello"): {"hello", "postgres"}}
