@@ -54,6 +54,33 @@ def test_no_pod_is_tied_to_a_gke_node_pool(kind_objects):
             assert not doc["spec"].get("affinity", {}).get("nodeSelector"), name
 
 
+# The labels kind puts on its node (kind v0.29's kubeadm and kubelet defaults): no zone, no region.
+KIND_NODE_LABELS = {
+    "kubernetes.io/arch",
+    "kubernetes.io/hostname",
+    "kubernetes.io/os",
+    "node-role.kubernetes.io/control-plane",
+    "node.kubernetes.io/exclude-from-external-load-balancers",
+}
+
+
+def test_every_required_spread_key_is_a_label_of_kinds_node(kind_objects):
+    """kube-scheduler's PodTopologySpread filter refuses a node that lacks the topologyKey of a
+    DoNotSchedule constraint ("node(s) didn't match pod topology spread constraints (missing
+    required label)", ErrReasonNodeLabelNotMatch in kubernetes' pkg/scheduler/framework/plugins/
+    podtopologyspread; kubernetes/kubernetes#95812): on kind such a pod stays Pending."""
+    required = {
+        (name, constraint["topologyKey"])
+        for name, _, spec in pod_specs(kind_objects)
+        for constraint in spec.get("topologySpreadConstraints", [])
+        if constraint.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"
+    }
+    assert {(name, key) for name, key in required if key not in KIND_NODE_LABELS} == set()
+    for name, doc in kind_objects:
+        if doc["kind"] == "Cluster" and doc["spec"]["affinity"].get("podAntiAffinityType") == "required":
+            assert doc["spec"]["affinity"]["topologyKey"] in KIND_NODE_LABELS, name
+
+
 def test_every_volume_uses_kinds_storage_class(kind_objects):
     clusters = [(name, doc) for name, doc in kind_objects if doc["kind"] == "Cluster"]
     assert {name for name, _ in clusters} == {"postgres/cluster.yml", "drill/cluster.yml"}
