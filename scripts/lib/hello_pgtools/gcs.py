@@ -50,31 +50,51 @@ def md5_base64(path: Path) -> str:
 
 
 class _MetadataServerToken:
-    """Access tokens of the pod's Google service account, cached until shortly before expiry."""
+    """Access tokens of the pod's Google service account, cached until shortly before expiry.
 
-    def __init__(self, timeout: float):
+    GKE's metadata server can refuse or fail for the first seconds of a pod (Workload Identity
+    is being set up for it), so a failed fetch is tried again, with a growing pause, for up to
+    ``retry_seconds`` before the job gives up."""
+
+    def __init__(self, timeout: float, retry_seconds: float = 30.0):
         host = os.environ.get("GCE_METADATA_HOST", "metadata.google.internal")
         self._url = f"http://{host}/computeMetadata/v1/instance/service-accounts/default/token"
         self._timeout = timeout
+        self._retry_seconds = retry_seconds
         self._token = ""
         self._expires = 0.0
+
+    def _fetch(self) -> dict:
+        request = urllib.request.Request(self._url, headers={"Metadata-Flavor": "Google"})
+        with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            body = json.load(response)
+        if not isinstance(body, dict) or not body.get("access_token"):
+            raise ValueError("the answer holds no access_token")
+        return body
 
     def __call__(self) -> str:
         if time.monotonic() < self._expires:
             return self._token
-        request = urllib.request.Request(self._url, headers={"Metadata-Flavor": "Google"})
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                body = json.load(response)
-            token = body["access_token"]
-        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as error:
-            raise GcsError(
-                None,
-                f"no access token from the metadata server {self._url} ({error}); "
-                "Workload Identity must bind the pod's Kubernetes service account to a "
-                "Google service account, or set GOOGLE_OAUTH_ACCESS_TOKEN",
-            ) from error
-        self._token = token
+        deadline = time.monotonic() + self._retry_seconds
+        pause = 0.5
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                body = self._fetch()
+                break
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                if time.monotonic() + pause > deadline:
+                    raise GcsError(
+                        None,
+                        f"no access token from the metadata server {self._url} after {attempts} "
+                        f"attempts in {self._retry_seconds:g} s ({error}); Workload Identity must bind "
+                        "the pod's Kubernetes service account to a Google service account, or set "
+                        "GOOGLE_OAUTH_ACCESS_TOKEN",
+                    ) from error
+                time.sleep(pause)
+                pause = min(pause * 2, 8.0)
+        self._token = body["access_token"]
         self._expires = time.monotonic() + int(body.get("expires_in", 300)) - 60
         return self._token
 
