@@ -13,6 +13,7 @@ import json
 import os
 
 import pytest
+import yaml
 
 from support.kube_api import (
     CLUSTER_PATH,
@@ -23,7 +24,7 @@ from support.kube_api import (
     start_regions,
     write_kubeconfig,
 )
-from support.playbooks import ansible
+from support.playbooks import REPO, ansible
 
 CONTEXTS = {
     "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
@@ -262,3 +263,21 @@ def test_failover_with_a_digest_promotes_a_region_where_the_service_never_ran(an
     assert "Nothing was promoted" not in output
     assert "Promote the Cluster" in output
     assert set(writes(apis)["europe-west4"]) == {("PATCH", CLUSTER_PATH)}
+
+
+@pytest.mark.parametrize("playbook", ["switchover.yml", "failover.yml"])
+def test_the_heartbeat_follows_the_primary(playbook):
+    """The restore drills read their RPO from the newest heartbeat row a backup holds: a
+    heartbeat left in the old primary's region writes into a read-only replica, and none writes
+    where the primary is now. Each playbook that moves the primary moves it, after the promotion."""
+    plays = yaml.safe_load((REPO / "playbooks" / playbook).read_text())
+    steps = [
+        (task.get("include_role", task.get("ansible.builtin.include_role", {})), task.get("vars", {}))
+        for play in plays
+        for task in play.get("tasks", [])
+    ]
+    names = [(role.get("name"), role.get("tasks_from")) for role, _ in steps]
+    heartbeat = names.index(("restore_drill", "heartbeat"))
+    assert steps[heartbeat][1] == {"restore_drill_source_host": "{{ postgres_new_primary_host }}"}
+    promote = next(i for i, (role, variables) in enumerate(steps) if variables.get("postgres_step") == "promote")
+    assert promote < heartbeat
