@@ -62,8 +62,8 @@ def test_the_expected_workflows_exist():
         ),
         pytest.param(
             "workflows/e2e-kind.yml",
-            "helm/kind-action@a1b0e391336a6ee6713a0583f8c6240d70863de3 # v1.12.0",
-            "helm/kind-action@v1.12.0",
+            "helm/kind-action@ef37e7f390d99f746eb8b610417061a60e82a6cc # v1.14.0",
+            "helm/kind-action@v1.14.0",
             "unpinned-uses",
             id="action pinned to a tag",
         ),
@@ -323,3 +323,31 @@ def test_the_kind_inventory_lets_the_load_generator_reach_the_service():
     e2e = load(REPO / ".github/workflows/e2e-kind.yml")
     assert pod["spec"]["containers"][0]["env"] == [{"name": "TARGET", "value": "http://hello"}]
     assert e2e["env"]["HELLO_NAMESPACE"] == allowed.get("hello_app_namespace", "hello")
+
+
+# Kubernetes minor versions CloudNativePG 1.30 supports (docs/src/supported_releases.md at v1.30.0).
+CNPG_1_30_KUBERNETES = {"1.34", "1.35", "1.36"}
+# Runtimes of helm/kind-action releases, by commit (action.yml, runs.using): v1.12.0 and v1.13.0
+# run on node20, which GitHub's runners retire; v1.14.0 on node24.
+KIND_ACTION_RUNTIMES = {
+    "a1b0e391336a6ee6713a0583f8c6240d70863de3": "node20",
+    "92086f6be054225fa813e0a4b13787fc9088faab": "node20",
+    "ef37e7f390d99f746eb8b610417061a60e82a6cc": "node24",
+}
+
+
+def test_the_kind_rehearsal_runs_a_kubernetes_that_cloudnativepg_supports():
+    e2e = load(REPO / ".github/workflows/e2e-kind.yml")
+    steps = [step for job in e2e["jobs"].values() for step in job["steps"]]
+    (kind,) = [step for step in steps if step.get("uses", "").startswith("helm/kind-action@")]
+    commit = kind["uses"].split("@")[1]
+    assert KIND_ACTION_RUNTIMES.get(commit) == "node24", f"{kind['uses']}: not a kind-action release on Node 24"
+    env = e2e["env"]
+    assert kind["with"]["node_image"] == "${{ env.KIND_NODE_IMAGE }}"
+    node = re.fullmatch(r"kindest/node:v(\d+\.\d+)\.\d+@sha256:[0-9a-f]{64}", env["KIND_NODE_IMAGE"])
+    assert node, f"the node image must be pinned by version and digest: {env['KIND_NODE_IMAGE']}"
+    assert node.group(1) in CNPG_1_30_KUBERNETES
+    # kubectl within one minor version of the API server (Kubernetes' version skew policy).
+    kubectl = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", env["KUBECTL_VERSION"])
+    assert kind["with"]["kubectl_version"] == "${{ env.KUBECTL_VERSION }}"
+    assert abs(int(kubectl.group(2)) - int(node.group(1).split(".")[1])) <= 1
