@@ -351,3 +351,16 @@ def test_the_kind_rehearsal_runs_a_kubernetes_that_cloudnativepg_supports():
     kubectl = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", env["KUBECTL_VERSION"])
     assert kind["with"]["kubectl_version"] == "${{ env.KUBECTL_VERSION }}"
     assert abs(int(kubectl.group(2)) - int(node.group(1).split(".")[1])) <= 1
+
+
+def test_the_kind_rehearsal_takes_the_tools_image_from_its_registry():
+    """`kind load docker-image` fails with Docker's containerd image store (kind#3795, #4066):
+    the workflow pushes the tools image to the registry the nodes already pull the service from."""
+    e2e = load(REPO / ".github/workflows/e2e-kind.yml")
+    settings = yaml.safe_load((REPO / ".github/kind/playbook-vars.yml").read_text())
+    scripts = " ".join(step.get("run", "") for job in e2e["jobs"].values() for step in job["steps"])
+    assert "kind load" not in scripts
+    assert 'docker push "$PGTOOLS_IMAGE"' in scripts
+    registry = settings["image_registry"].split("/")[0]
+    assert e2e["env"]["PGTOOLS_IMAGE"] == settings["kind_pgtools_image"]
+    assert settings["kind_pgtools_image"].startswith(f"{registry}/")
