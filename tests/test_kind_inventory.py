@@ -8,6 +8,7 @@ roles/kind_gcs runs, whose Service and bucket match.
 """
 
 import urllib.parse
+from collections import defaultdict
 
 import pytest
 import yaml
@@ -120,3 +121,70 @@ def test_every_gcs_client_uses_the_fake_gcs_server_that_kind_runs(kind_objects):
     }
     paths = [doc["spec"]["configuration"]["destinationPath"] for _, doc in kind_objects if doc["kind"] == "ObjectStore"]
     assert {urllib.parse.urlsplit(path).netloc for path in paths} <= buckets == {"hello-platform-kind-hello-backups"}
+
+
+# CPU requested by what runs on kind's node besides this repository's objects, in millicores,
+# from the upstream manifests: kubeadm's control plane (cmd/kubeadm/app/phases/controlplane/
+# manifests.go: kube-apiserver 250m, kube-controller-manager 200m, kube-scheduler 100m; etcd
+# 100m, cmd/kubeadm/app/phases/etcd/local.go), CoreDNS's two replicas at 100m (kubeadm's
+# cmd/kubeadm/app/phases/addons/dns/manifests.go), kind v0.31.0's kindnet at 100m
+# (pkg/build/nodeimage/const_cni.go), the Barman Cloud plugin at 10m (plugin-barman-cloud v0.14.0
+# config/manager/manager.yaml); the charts of CloudNativePG (0.29.0) and the plugin (0.7.0) set
+# `resources: {}`, as cert-manager's does.
+KIND_SYSTEM_MILLICPU = 250 + 200 + 100 + 100 + 2 * 100 + 100 + 10
+# A GitHub-hosted 2-vCPU runner; kind's node may be given all of it (kind reserves nothing).
+RUNNER_MILLICPU = 2000
+
+
+def millicpu(quantity) -> int:
+    text = str(quantity)
+    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+
+
+def requested(spec) -> int:
+    return sum(millicpu(c.get("resources", {}).get("requests", {}).get("cpu", 0)) for c in spec["containers"])
+
+
+def test_the_rehearsal_fits_a_two_vcpu_runner(kind_objects, measurement):
+    """At its busiest moments (a release: both slots and a release Job; the drill: the restored
+    cluster and a drill Job), every CPU request on kind's one node fits the runner: past it the
+    scheduler leaves pods Pending ("Insufficient cpu")."""
+    by_name = {(doc["kind"], doc["metadata"]["name"]): (name, doc) for name, doc in kind_objects}
+    stores = {doc["metadata"]["name"]: doc for _, doc in kind_objects if doc["kind"] == "ObjectStore"}
+
+    def cluster_cpu(doc):
+        sidecar = 0
+        for plugin in doc["spec"].get("plugins", []):
+            store = stores.get(plugin.get("parameters", {}).get("barmanObjectName"), {})
+            sidecar = millicpu(
+                store.get("spec", {})
+                .get("instanceSidecarConfiguration", {})
+                .get("resources", {})
+                .get("requests", {})
+                .get("cpu", 0)
+            )
+        own = millicpu(doc["spec"].get("resources", {}).get("requests", {}).get("cpu", 0))
+        return doc["spec"]["instances"] * (own + sidecar)
+
+    database = cluster_cpu(by_name[("Cluster", "hello-db")][1])
+    specs = list(pod_specs(kind_objects))
+    # The live slot at its rendered size; a release raises the idle one to the same size.
+    live = max(
+        requested(spec) * doc["spec"]["replicas"]
+        for _, doc, spec in specs
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"].startswith("hello-")
+    )
+    jobs = defaultdict(list)
+    for name, doc, spec in specs:
+        if doc["kind"] in ("Job", "CronJob"):
+            jobs[name.split("/")[0]].append(requested(spec))
+    fake_gcs = sum(requested(spec) for name, _, spec in specs if name.startswith("kind/"))
+    heartbeat = next(requested(spec) for name, _, spec in specs if name.endswith("heartbeat-cronjob.yml"))
+    always = KIND_SYSTEM_MILLICPU + database + fake_gcs + heartbeat
+    phases = {
+        "release": always + 2 * live + max(jobs["hello"]),
+        "backup": always + live + max(jobs["backups"]),
+        "drill": always + live + cluster_cpu(by_name[("Cluster", "hello-db-drill")][1]) + max(jobs["drill"]),
+    }
+    measurement(f"kind rehearsal: CPU requested at its busiest moments, in millicores of {RUNNER_MILLICPU}: {phases}")
+    assert all(cpu <= RUNNER_MILLICPU for cpu in phases.values()), phases
