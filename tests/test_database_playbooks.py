@@ -9,6 +9,7 @@ server does not answer, like a lost region. Every test asserts that the playbook
 changing anything, with the message that tells the operator what to do.
 """
 
+import base64
 import json
 import os
 
@@ -18,13 +19,14 @@ import yaml
 from support.kube_api import (
     CLUSTER_PATH,
     SERVICES_PATH,
+    RegionApi,
     cluster,
     fake_gcloud,
     service_release,
     start_regions,
     write_kubeconfig,
 )
-from support.playbooks import REPO, ansible
+from support.playbooks import REPO, ansible, write_play
 
 CONTEXTS = {
     "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
@@ -281,3 +283,36 @@ def test_the_heartbeat_follows_the_primary(playbook):
     assert steps[heartbeat][1] == {"restore_drill_source_host": "{{ postgres_new_primary_host }}"}
     promote = next(i for i, (role, variables) in enumerate(steps) if variables.get("postgres_step") == "promote")
     assert promote < heartbeat
+
+
+def test_the_app_secret_never_reaches_the_terminal(ansible, tmp_path):
+    """roles/postgres/tasks/app_secret.yml run with --diff -v (what an operator runs to see a
+    change), against an API that accepts the Secret and answers with it as an API server does:
+    neither the password, nor its base64, nor the connection string is printed."""
+    api = RegionApi(cluster("europe-west1", "europe-west1"), accept_secrets=True)
+    try:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"kind": "kind-hello"}, {"kind": api})
+        play = write_play(
+            tmp_path / "secret.yml",
+            tasks=[
+                {
+                    "name": "Apply the app secret",
+                    "ansible.builtin.include_role": {"name": "postgres", "tasks_from": "app_secret"},
+                    "vars": {"postgres_primary_host": "{{ inventory_hostname }}", "postgres_app_password": PASSWORD},
+                }
+            ],
+        )
+        result = ansible(
+            "ansible-playbook", "-i", "inventories/kind", play, "--diff", "-v", env={"KUBECONFIG": str(kubeconfig)}
+        )
+    finally:
+        api.close()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert ("PATCH", "/api/v1/namespaces/hello/secrets/hello-db-app") in api.writes(), "the Secret was never applied"
+    encoded = base64.b64encode(PASSWORD.encode()).decode()
+    assert PASSWORD not in output
+    assert encoded not in output
+    assert "postgresql://" not in output
+    uri = f"postgresql://app:{PASSWORD}@hello-db-rw.hello.svc:5432/app"
+    assert base64.b64encode(uri.encode()).decode() not in output

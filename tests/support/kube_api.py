@@ -182,8 +182,11 @@ DISCOVERY = {
 class RegionApi:
     """Answers the Kubernetes API calls kubernetes.core makes to read one region."""
 
-    def __init__(self, cluster_object, release=None):
+    def __init__(self, cluster_object, release=None, *, accept_secrets=False):
+        """``accept_secrets``: a server-side apply of a Secret succeeds (the API answers with
+        the object, as an API server does), so a test sees what a run prints of one."""
         self.cluster = cluster_object
+        self.accept_secrets = accept_secrets
         self.release = release or {"services": [], "deployments": []}
         self.requests = []
         self.webhook_refusals = []
@@ -198,6 +201,13 @@ class RegionApi:
                 # Recorded, so a test can prove what a run tried to change, and where.
                 api.requests.append((self.command, self.path))
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = self.path.split("?")[0]
+                if api.accept_secrets and self.command == "PATCH" and "/secrets/" in path:
+                    applied = json.loads(body)
+                    applied["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000001")
+                    applied["metadata"].setdefault("resourceVersion", "1")
+                    self.reply(applied)
+                    return
                 if self.command == "PATCH" and self.path.split("?")[0] == CLUSTER_PATH and api.cluster:
                     errors = cnpg_webhook_errors(merge_patch(api.cluster, json.loads(body or b"{}")))
                     if errors:
