@@ -3,7 +3,7 @@
 The GCS emulator the backup tests use has no IAM, so a role that lacks a permission would pass
 every other test and fail on the first real run with 403. This table encodes the rule instead:
 each component's calls, the permission each needs, and the permissions of the roles
-roles/backups grants on the bucket (roles/backups/vars/main.yml), from Google's own references.
+roles/backups grants on the bucket (hello_backups_bucket_roles, group_vars/all/backups.yml), from Google's own references.
 """
 
 import ast
@@ -58,8 +58,8 @@ PGTOOLS_FILES = ["scripts/pg-dump-to-gcs", "scripts/lib/hello_pgtools/logical.py
 
 
 def granted_roles():
-    variables = yaml.safe_load((REPO / "roles/backups/vars/main.yml").read_text())
-    return variables["__backups_bucket_roles"]
+    variables = yaml.safe_load((REPO / "group_vars/all/backups.yml").read_text())
+    return variables["hello_backups_bucket_roles"]
 
 
 def granted_permissions():
