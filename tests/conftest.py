@@ -230,6 +230,13 @@ def rendered_root(ansible, tmp_path_factory):
     return shared_render(run_folder(tmp_path_factory))
 
 
+@pytest.fixture(scope="module")
+def gcloud_config(tmp_path_factory):
+    """The real gcloud's (empty) configuration for the gcloud test double (support.gcloud),
+    shared by a module's runs so that each command line is checked once."""
+    return tmp_path_factory.mktemp("gcloud-config")
+
+
 # -- Docker ----------------------------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 The GCS emulator the backup tests use has no IAM, so a role that lacks a permission would pass
 every other test and fail on the first real run with 403. This table encodes the rule instead:
 each component's calls, the permission each needs, and the permissions of the roles
-roles/backups grants on the bucket (hello_backups_bucket_roles, group_vars/all/backups.yml), from Google's own references.
+roles/backups grants on the bucket (hello_backups_bucket_roles, group_vars/all/backups.yml),
+from Google's own references.
 """
 
 import ast

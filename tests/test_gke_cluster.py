@@ -8,19 +8,17 @@ They do not test GKE itself: whether GKE accepts these settings together, how lo
 take, or the answers of the real API beyond the fields the role reads.
 """
 
-import fnmatch
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from support.playbooks import REPO, ansible, copy_inventory, edit_vars
+from support.gcloud import REAL_GCLOUD, FakeProject
+from support.playbooks import REPO, edit_vars
 
-REAL_GCLOUD = shutil.which("gcloud")
 READ_ONLY = {
     ("container", "clusters", "describe"),
     ("iam", "service-accounts", "describe"),
@@ -31,60 +29,6 @@ READ_ONLY = {
 # (config/manager/manager.yaml: --webhook-port=9443; config/webhook/service.yaml: targetPort
 # 9443) and the API server must reach it (config/webhook/manifests.yaml: failurePolicy: Fail).
 CNPG_WEBHOOK_PORT = "9443"
-
-
-class FakeProject:
-    """One Google Cloud project as the fake gcloud sees it, and ansible-playbook runs against it."""
-
-    def __init__(self, root, env, config):
-        self.inventory = copy_inventory(env, root)
-        self.env = env
-        self.state = root / "gcloud-state.json"
-        self.log = root / "gcloud-calls.jsonl"
-        bin_dir = root / "bin"
-        bin_dir.mkdir()
-        gcloud = bin_dir / "gcloud"
-        gcloud.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests" / "support" / "fake_gcloud.py"} "$@"\n')
-        gcloud.chmod(0o755)
-        self.env_vars = {
-            "PATH": f"{bin_dir}:{os.environ['PATH']}",
-            "FAKE_GCLOUD_STATE": str(self.state),
-            "FAKE_GCLOUD_LOG": str(self.log),
-            "FAKE_GCLOUD_CONFIG": str(config),
-        }
-        # Without the gcloud CLI the command lines go unchecked; test_fake_gcloud_checks_command_lines
-        # then reports itself skipped.
-        if REAL_GCLOUD:
-            self.env_vars["FAKE_GCLOUD_REAL"] = REAL_GCLOUD
-
-    def run(self, *extra):
-        """Runs playbooks/cluster.yml; returns (exit code, output, the gcloud calls it made)."""
-        self.log.write_text("")
-        result = ansible(
-            "ansible-playbook",
-            "-i",
-            self.inventory,
-            REPO / "playbooks" / "cluster.yml",
-            "-e",
-            f"hello_confirm_environment={self.env}",
-            *extra,
-            env=self.env_vars,
-        )
-        calls = [json.loads(line) for line in self.log.read_text().splitlines()]
-        return result.returncode, result.stdout + result.stderr, calls
-
-    def snapshot(self):
-        return self.state.read_text() if self.state.exists() else ""
-
-    def firewall(self, pattern):
-        """The one firewall rule whose name matches the glob ``pattern``."""
-        rules = json.loads(self.state.read_text())["firewalls"]
-        (rule,) = [rule for name, rule in rules.items() if fnmatch.fnmatchcase(name, pattern)]
-        return rule
-
-    def cluster(self, name, region):
-        project = json.loads(self.state.read_text())
-        return next(c for key, c in project["clusters"].items() if key.endswith(f"/{region}/{name}"))
 
 
 def writes(calls):
@@ -98,12 +42,6 @@ def changed_counts(output):
 
 def flag(call, name):
     return next(arg.split("=", 1)[1] for arg in call if arg.startswith(f"--{name}="))
-
-
-@pytest.fixture(scope="module")
-def gcloud_config(tmp_path_factory):
-    """The real gcloud's (empty) configuration, shared so that each command line is checked once."""
-    return tmp_path_factory.mktemp("gcloud-config")
 
 
 @pytest.fixture(scope="module")

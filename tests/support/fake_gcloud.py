@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """A stand-in for `gcloud`, for testing roles/gke_cluster without Google Cloud.
 
-It is a test double, not an emulator: it answers only the commands the role runs, and keeps
-the project's state (clusters, node pools, service accounts, IAM bindings, firewall rules) in a JSON file,
-shaped like the GKE, IAM and Resource Manager API answers the role reads.
+It is a test double, not an emulator: it answers only the commands the roles run, and keeps
+the project's state (clusters, node pools, service accounts, IAM bindings, firewall rules,
+enabled APIs, buckets) in a JSON file, shaped like the answers of the APIs the roles read.
 
 What makes its answers worth something: before answering, it hands the same command line to
 the real gcloud (FAKE_GCLOUD_REAL) with an empty configuration. The real gcloud parses and
@@ -187,6 +187,28 @@ def firewall_rules(state, verb, positional, flags):
         fail(f"fake gcloud: compute firewall-rules {verb} is not simulated", 3)
 
 
+def services(state, verb, positional, flags):
+    """`services list --enabled`: the project's enabled APIs, as Service Usage lists them."""
+    if verb != "list" or "enabled" not in flags:
+        fail(f"fake gcloud: services {verb} is not simulated", 3)
+    project = flags["project"]
+    print(json.dumps([{"config": {"name": name}, "state": "ENABLED"} for name in state["services"].get(project, [])]))
+
+
+def buckets(state, verb, positional, flags):
+    """`storage buckets describe|get-iam-policy gs://<bucket>`: the bucket and its IAM policy."""
+    name = positional[0].removeprefix("gs://")
+    bucket = state["buckets"].get(name)
+    if bucket is None:
+        fail(f"(gcloud.storage.buckets.{verb}) gs://{name} not found: 404.")
+    if verb == "describe":
+        print(json.dumps(bucket["resource"]))
+    elif verb == "get-iam-policy":
+        print(json.dumps(bucket["policy"]))
+    else:
+        fail(f"fake gcloud: storage buckets {verb} is not simulated", 3)
+
+
 def clusters(state, verb, positional, flags):
     name = positional[0]
     key = f"{flags['project']}/{flags['region']}/{name}"
@@ -313,7 +335,7 @@ def main():
     lock = open(f"{state_file}.lock", "w")  # noqa: SIM115 (held until the process exits)
     fcntl.flock(lock, fcntl.LOCK_EX)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    for part in ("clusters", "service_accounts", "policies", "firewalls"):
+    for part in ("clusters", "service_accounts", "policies", "firewalls", "services", "buckets"):
         state.setdefault(part, {})
     unchanged = json.dumps(state)
     positional, flags = parse(argv)
@@ -325,6 +347,10 @@ def main():
     }
     if positional[:1] == ["projects"]:
         projects(state, positional[1], positional[2:], flags)
+    elif positional[:1] == ["services"]:
+        services(state, positional[1], positional[2:], flags)
+    elif positional[:2] == ["storage", "buckets"]:
+        buckets(state, positional[2], positional[3:], flags)
     elif tuple(positional[:2]) in handlers:
         handlers[tuple(positional[:2])](state, positional[2], positional[3:], flags)
     else:

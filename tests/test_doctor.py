@@ -1,0 +1,110 @@
+"""playbooks/doctor.yml (roles/doctor): read-only checks of a project before a run.
+
+Real ansible-playbook runs against the gcloud test double (support.gcloud, tests/support/
+fake_gcloud.py, which has each command line parsed by the real gcloud CLI where installed). The
+project passed is the one playbooks/cluster.yml builds from nothing, with the APIs enabled and
+the bucket that playbooks/database.yml would create; the failures are what a first real run
+met: an API off, the Gateway API off, no firewall rule for the webhooks, a bucket role missing.
+"""
+
+import json
+
+import pytest
+import yaml
+
+from support.gcloud import FakeProject
+from support.playbooks import REPO
+
+PROJECT = "hello-platform-production"
+BUCKET = f"{PROJECT}-hello-backups"
+ACCOUNT = f"serviceAccount:hello-db@{PROJECT}.iam.gserviceaccount.com"
+APIS = yaml.safe_load((REPO / "roles/doctor/defaults/main.yml").read_text())["doctor_required_apis"]
+ROLES = yaml.safe_load((REPO / "group_vars/all/backups.yml").read_text())["hello_backups_bucket_roles"]
+
+
+def flat(output):
+    return " ".join(output.split())
+
+
+def edit_state(project, change):
+    state = json.loads(project.state.read_text())
+    change(state)
+    project.state.write_text(json.dumps(state))
+
+
+@pytest.fixture(scope="module")
+def production(ansible, tmp_path_factory, gcloud_config):
+    """Production after playbooks/cluster.yml and database.yml's cloud steps: what a doctor passes."""
+    project = FakeProject(tmp_path_factory.mktemp("production"), "production", gcloud_config)
+    code, output, _ = project.run()
+    assert code == 0, output
+
+    def built(state):
+        state["services"][PROJECT] = APIS
+        state["buckets"][BUCKET] = {
+            "resource": {"name": BUCKET, "location": "EU"},
+            "policy": {"bindings": [{"role": role, "members": [ACCOUNT]} for role in ROLES]},
+        }
+
+    edit_state(project, built)
+    return project
+
+
+def test_an_empty_project_is_told_what_to_enable_and_what_is_still_to_create(ansible, tmp_path, gcloud_config):
+    project = FakeProject(tmp_path, "staging", gcloud_config)
+    code, output, _ = project.run(playbook="doctor.yml")
+    text = flat(output)
+    assert code != 0
+    missing = ", ".join(APIS)
+    assert f"FAIL APIs enabled in hello-platform-staging: missing: {missing}" in text
+    assert f"gcloud services enable {' '.join(APIS)} --project=hello-platform-staging" in text
+    # Not failures: what the playbooks create themselves.
+    assert "ok cluster hello-staging-europe-west1: not created yet (playbooks/cluster.yml creates it)" in text
+    assert "not created yet (playbooks/database.yml creates it)" in text
+    assert "1 check(s) failed: APIs enabled in hello-platform-staging." in text
+    assert project.snapshot() == ""
+
+
+@pytest.mark.slow  # a whole playbook run through many tasks (the project's cluster.yml)
+def test_a_project_the_playbooks_built_passes_every_check(ansible, production):
+    before = production.snapshot()
+    code, output, _ = production.run(playbook="doctor.yml")
+    assert code == 0, output
+    assert "FAIL" not in output
+    for region in ("europe-west1", "europe-west4"):
+        for check in ("Workload Identity", "Gateway API", "firewall rule for admission webhooks"):
+            assert f"ok cluster hello-production-{region}, {check}" in flat(output)
+    assert production.snapshot() == before
+
+
+@pytest.mark.slow  # a whole playbook run through many tasks (the project's cluster.yml)
+def test_each_broken_prerequisite_is_reported_with_its_fix(ansible, production):
+    def broken(state):
+        state["services"][PROJECT] = [api for api in APIS if api != "monitoring.googleapis.com"]
+        west4 = next(k for k in state["clusters"] if k.endswith("/hello-production-europe-west4"))
+        state["clusters"][west4]["networkConfig"]["gatewayApiConfig"] = {"channel": "CHANNEL_DISABLED"}
+        del state["firewalls"]["hello-production-europe-west1-webhooks"]
+        state["buckets"][BUCKET]["policy"]["bindings"] = [
+            {"role": "roles/storage.objectAdmin", "members": [ACCOUNT]},
+        ]
+
+    edit_state(production, broken)
+    before = production.snapshot()
+    code, output, _ = production.run(playbook="doctor.yml")
+    text = flat(output)
+    assert code != 0
+    assert "4 check(s) failed" in text
+    assert f"gcloud services enable monitoring.googleapis.com --project={PROJECT}" in text
+    assert (
+        "FAIL cluster hello-production-europe-west4, Gateway API: channel CHANNEL_DISABLED -> gcloud container "
+        f"clusters update hello-production-europe-west4 --project={PROJECT} --region=europe-west4 "
+        "--gateway-api=standard"
+    ) in text
+    assert "FAIL cluster hello-production-europe-west1, firewall rule for admission webhooks" in text
+    assert "playbooks/cluster.yml (it copies the rule GKE made for the control plane)" in text
+    assert (
+        f"gcloud storage buckets add-iam-policy-binding gs://{BUCKET} --member={ACCOUNT} "
+        "--role=roles/storage.legacyBucketReader"
+    ) in text
+    assert "ok cluster hello-production-europe-west1, Gateway API" in text
+    assert production.snapshot() == before
