@@ -101,7 +101,7 @@ def test_connections_that_go_silent_cost_one_statement_bound_each(
     assert service.process.poll() is None, "the service exited"
     assert not [answer for answer in load.answers if answer.status not in (*SUCCESS, 503)]
     measurement(
-        f"silent connections: {opened_before} open went silent under {CLIENTS} clients; "
+        f"silent connections: every open one went silent under {CLIENTS} clients ({opened_before} made so far); "
         f"{share:.0%} of requests succeeded again from {recovery:.2f}s after "
         f"(bound {RECOVERY_BOUND_SECONDS}s), {sum(a.status == 503 for a in after)} answered 503, same PID"
     )

@@ -21,6 +21,9 @@ use broken::{ConnectionFailures, is_broken_connection};
 use postgres::PgConnections;
 use sqlx::sqlite::SqliteJournalMode;
 
+/// How long SeaORM's pool keeps an idle PostgreSQL connection (it only migrates there).
+const MIGRATION_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Open connections of the pool, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
@@ -64,6 +67,9 @@ impl Store {
             .connect_timeout(settings.database_connect_timeout)
             .acquire_timeout(settings.database_acquire_timeout)
             .test_before_acquire(false)
+            // On PostgreSQL this pool only migrates: the connection it opened closes soon
+            // after, so the service holds no more than DATABASE_MAX_CONNECTIONS for long.
+            .map_sqlx_postgres_pool_opts(|pool| pool.idle_timeout(MIGRATION_IDLE_TIMEOUT))
             .map_sqlx_sqlite_opts(|sqlite| sqlite.journal_mode(SqliteJournalMode::Wal))
             .map_sqlx_sqlite_pool_opts({
                 let failures = Arc::clone(&failures);
