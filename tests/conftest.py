@@ -22,7 +22,8 @@ Docker
 Ansible
   ``ansible`` (the runner of support.playbooks), ``rendered_root`` (every environment rendered)
 Faults and figures
-  ``tcp_proxy`` (factory of support.net.FaultyProxy), ``measurement`` (a line for the
+  ``tcp_proxy`` (factory of support.net.FaultyProxy), ``silencing_proxy`` (factory of
+  support.net.SilencingProxy), ``measurement`` (a line for the
   "measurements" section printed at the end of the run)
 """
 
@@ -39,7 +40,7 @@ from filelock import FileLock
 from support import playbooks
 from support.docker import docker_images
 from support.gcs import start_gcs_emulator
-from support.net import FaultyProxy
+from support.net import FaultyProxy, SilencingProxy
 from support.postgres import RestartablePostgres, TestDatabase, start_postgres_server
 from support.render import shared_render
 from support.service import hello_binary as find_hello_binary
@@ -251,19 +252,13 @@ def docker_engine():
 # -- faults ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tcp_proxy():
-    """Factory of fault-injecting TCP proxies (support.net.FaultyProxy); closed after the test."""
-    proxies: list[FaultyProxy] = []
+def _proxies(proxy_class):
+    """A factory that starts a ``proxy_class`` with the arguments it is given; each proxy it
+    started is closed when the generator resumes."""
+    proxies = []
 
-    def start(
-        target_port: int,
-        cut_after: int | None = None,
-        flip_at: int | None = None,
-        flip_reply_at: int | None = None,
-        garble_reply_md5: bool = False,
-    ) -> FaultyProxy:
-        proxy = FaultyProxy(target_port, cut_after, flip_at, flip_reply_at, garble_reply_md5)
+    def start(*args, **kwargs):
+        proxy = proxy_class(*args, **kwargs)
         proxy.start()
         proxies.append(proxy)
         return proxy
@@ -271,3 +266,16 @@ def tcp_proxy():
     yield start
     for proxy in proxies:
         proxy.close()
+
+
+@pytest.fixture
+def tcp_proxy():
+    """Factory of fault-injecting TCP proxies (support.net.FaultyProxy); closed after the test."""
+    yield from _proxies(FaultyProxy)
+
+
+@pytest.fixture
+def silencing_proxy():
+    """Factory of proxies that make connections go silent (support.net.SilencingProxy):
+    ``silencing_proxy(target_port, inspect=None)``; closed after the test."""
+    yield from _proxies(SilencingProxy)

@@ -27,6 +27,15 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def shut_down(*sockets: socket.socket, how: int = socket.SHUT_RDWR) -> None:
+    """Shuts ``sockets`` down (``how``), ignoring those already closed."""
+    for sock in sockets:
+        try:
+            sock.shutdown(how)
+        except OSError:
+            pass
+
+
 class FaultyProxy(threading.Thread):
     """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``. For requests that start with PUT
     it closes the connection after ``cut_after`` bytes, or flips the byte at offset ``flip_at``
@@ -36,10 +45,10 @@ class FaultyProxy(threading.Thread):
     def __init__(
         self,
         target_port: int,
-        cut_after: int | None,
-        flip_at: int | None,
-        flip_reply_at: int | None,
-        garble_reply_md5: bool,
+        cut_after: int | None = None,
+        flip_at: int | None = None,
+        flip_reply_at: int | None = None,
+        garble_reply_md5: bool = False,
     ):
         super().__init__(daemon=True)
         self.garble_reply_md5 = garble_reply_md5
@@ -84,11 +93,7 @@ class FaultyProxy(threading.Thread):
                     upstream.sendall(data[: self.cut_after - offset])
                     self.faults += 1
                     # Drop both sides mid-body, as a network failure would.
-                    for sock in (upstream, client):
-                        try:
-                            sock.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
+                    shut_down(upstream, client)
                     return
                 if is_put and self.flip_at is not None and offset <= self.flip_at < offset + len(data):
                     data = bytearray(data)
@@ -119,10 +124,87 @@ class FaultyProxy(threading.Thread):
         except OSError:
             pass
         finally:
-            try:
-                sink.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            shut_down(sink, how=socket.SHUT_WR)
 
     def close(self) -> None:
         self.listener.close()
+
+
+class SilencingProxy(threading.Thread):
+    """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``, and can make connections go
+    silent the way a lost network path does: their bytes are dropped, in both directions, and
+    neither side is closed (no FIN, no RST). ``silence_open()`` silences the connections open
+    now, while new ones still pass; ``silence_new(True)`` silences new ones too, from their
+    first byte (a database that accepts TCP connections but never answers); ``silence_new(False)``
+    lets new ones pass again. ``accepted`` counts the connections made to it. ``inspect``, if
+    given, makes for each connection a callable that sees every chunk the client sends."""
+
+    def __init__(self, target_port: int, inspect=None):
+        super().__init__(daemon=True)
+        self.target_port = target_port
+        self.inspect = inspect
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self._silence_new = False
+        self._open: list[threading.Event] = []
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def silence_open(self) -> None:
+        with self._lock:
+            for silenced in self._open:
+                silenced.set()
+
+    def silence_new(self, silent: bool) -> None:
+        with self._lock:
+            self._silence_new = silent
+
+    def run(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            silenced = threading.Event()
+            with self._lock:
+                self.accepted += 1
+                self._open.append(silenced)
+                if self._silence_new:
+                    silenced.set()
+            threading.Thread(target=self._serve, args=(client, silenced), daemon=True).start()
+
+    def _serve(self, client: socket.socket, silenced: threading.Event) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._sockets += [client, upstream]
+        seen = self.inspect() if self.inspect else None
+        threading.Thread(target=self._pipe, args=(upstream, client, silenced, None), daemon=True).start()
+        self._pipe(client, upstream, silenced, seen)
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket, silenced: threading.Event, seen) -> None:
+        try:
+            while data := source.recv(65536):
+                if silenced.is_set():
+                    continue  # dropped, as on a dead path; the sender's kernel still saw it leave
+                if seen:
+                    seen(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        # The source closed. A silenced connection tells the other side nothing (its sockets
+        # are closed by close()); an open one passes the close on.
+        if not silenced.is_set():
+            shut_down(sink, source)
+
+    def close(self) -> None:
+        """Stops accepting and closes every connection (the server's sessions end)."""
+        self.listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()

@@ -1,6 +1,7 @@
 //! Persistence: saved dates of birth, behind a small interface that speaks in domain types.
 
 mod broken;
+mod postgres;
 mod users;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -9,7 +10,7 @@ use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnAcquireErr, ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr,
-    EntityTrait, Set, sea_query::OnConflict,
+    EntityTrait, FromQueryResult, QuerySelect, QueryTrait, Set, sea_query::OnConflict,
 };
 
 use crate::{
@@ -17,7 +18,11 @@ use crate::{
     domain::{DateOfBirth, Username},
 };
 use broken::{ConnectionFailures, is_broken_connection};
+use postgres::PgConnections;
 use sqlx::sqlite::SqliteJournalMode;
+
+/// How long SeaORM's pool keeps an idle PostgreSQL connection (it only migrates there).
+const MIGRATION_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Open connections of the pool, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +34,11 @@ pub struct PoolStats {
 
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// SeaORM's pool: migrations, and every statement on SQLite.
     db: DatabaseConnection,
+    /// On PostgreSQL, the connections that requests' statements and readiness checks run on
+    /// (see [`postgres`] for why not SeaORM's pool).
+    postgres: Option<PgConnections>,
     max_connections: u32,
     failures: Arc<ConnectionFailures>,
     /// How long one statement may take: the acquire timeout. A single-row statement that
@@ -42,8 +51,8 @@ impl Store {
     /// Opens the connection pool. When `lazy`, no connection is made until one is needed, so
     /// the service starts (and reports not ready) while the database is down.
     ///
-    /// A pooled connection is not pinged before each use (that would be a second round trip
-    /// per request); a broken one is found by the statement that fails on it, which
+    /// A pooled connection is not pinged before each use, nor after (either would be a second
+    /// round trip per request); a broken one is found by the statement that fails on it, which
     /// [`Store::retry_once_if_broken`] then runs once more on another connection.
     ///
     /// SQLite runs in write-ahead-log mode: readers no longer wait for the writer, and a commit
@@ -58,10 +67,9 @@ impl Store {
             .connect_timeout(settings.database_connect_timeout)
             .acquire_timeout(settings.database_acquire_timeout)
             .test_before_acquire(false)
-            .map_sqlx_postgres_pool_opts({
-                let failures = Arc::clone(&failures);
-                move |pool| failures.check_before_acquire(pool)
-            })
+            // On PostgreSQL this pool only migrates: the connection it opened closes soon
+            // after, so the service holds no more than DATABASE_MAX_CONNECTIONS for long.
+            .map_sqlx_postgres_pool_opts(|pool| pool.idle_timeout(MIGRATION_IDLE_TIMEOUT))
             .map_sqlx_sqlite_opts(|sqlite| sqlite.journal_mode(SqliteJournalMode::Wal))
             .map_sqlx_sqlite_pool_opts({
                 let failures = Arc::clone(&failures);
@@ -70,8 +78,18 @@ impl Store {
             .connect_lazy(lazy)
             .sqlx_logging(false);
         let db = Database::connect(options).await?;
+        let postgres = match db.get_database_backend() {
+            DatabaseBackend::Postgres => Some(PgConnections::new(
+                settings.database_url.expose(),
+                settings.database_max_connections,
+                settings.database_connect_timeout,
+                settings.database_acquire_timeout,
+            )?),
+            _ => None,
+        };
         Ok(Self {
             db,
+            postgres,
             max_connections: settings.database_max_connections,
             failures,
             statement_timeout: settings.database_acquire_timeout,
@@ -95,35 +113,45 @@ impl Store {
         date_of_birth: DateOfBirth,
         now: DateTime<Utc>,
     ) -> Result<(), DbErr> {
-        let db = &self.db;
-        self.retry_once_if_broken(|| async move {
+        let upsert = || {
             let user = users::ActiveModel {
                 username: Set(username.as_str().to_owned()),
                 date_of_birth: Set(date_of_birth.date()),
                 updated_at: Set(now),
             };
-            users::Entity::insert(user)
-                .on_conflict(
-                    OnConflict::column(users::Column::Username)
-                        .update_columns([users::Column::DateOfBirth, users::Column::UpdatedAt])
-                        .to_owned(),
-                )
-                .exec_without_returning(db)
-                .await
-        })
-        .await?;
+            users::Entity::insert(user).on_conflict(
+                OnConflict::column(users::Column::Username)
+                    .update_columns([users::Column::DateOfBirth, users::Column::UpdatedAt])
+                    .to_owned(),
+            )
+        };
+        if let Some(postgres) = &self.postgres {
+            let statement = upsert().build(DatabaseBackend::Postgres);
+            return self
+                .retry_once_if_broken(|| postgres.execute(&statement))
+                .await;
+        }
+        let db = &self.db;
+        self.retry_once_if_broken(|| upsert().exec_without_returning(db))
+            .await?;
         Ok(())
     }
 
     pub async fn birthday(&self, username: &Username) -> Result<Option<DateOfBirth>, DbErr> {
-        let db = &self.db;
-        let user = self
-            .retry_once_if_broken(|| async move {
-                users::Entity::find_by_id(username.as_str().to_owned())
-                    .one(db)
-                    .await
-            })
-            .await?;
+        let find = users::Entity::find_by_id(username.as_str().to_owned());
+        let user = if let Some(postgres) = &self.postgres {
+            // One row at most, as SeaORM's `one` asks for it.
+            let statement = find.limit(1).build(DatabaseBackend::Postgres);
+            self.retry_once_if_broken(|| postgres.query_one(&statement))
+                .await?
+                .map(|row| users::Model::from_query_result(&row, ""))
+                .transpose()?
+        } else {
+            let db = &self.db;
+            let find = &find;
+            self.retry_once_if_broken(|| async move { find.clone().one(db).await })
+                .await?
+        };
         Ok(user.map(|user| DateOfBirth::from_stored(user.date_of_birth)))
     }
 
@@ -140,6 +168,9 @@ impl Store {
         match self.bounded(operation()).await {
             Err(error) if is_broken_connection(&error) => {
                 self.failures.record();
+                if let Some(postgres) = &self.postgres {
+                    postgres.close_idle();
+                }
                 tracing::info!(%error, "a pooled database connection was broken: trying another");
                 self.bounded(operation()).await
             }
@@ -160,7 +191,13 @@ impl Store {
 
     /// Checks that the database answers, within `bound`.
     pub async fn ping(&self, bound: Duration) -> Result<(), PingError> {
-        match tokio::time::timeout(bound, self.db.ping()).await {
+        let ping = async {
+            match &self.postgres {
+                Some(postgres) => postgres.ping().await,
+                None => self.db.ping().await,
+            }
+        };
+        match tokio::time::timeout(bound, ping).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(PingError::Failed(error)),
             Err(_) => Err(PingError::TimedOut(bound)),
@@ -168,12 +205,13 @@ impl Store {
     }
 
     pub fn pool_stats(&self) -> PoolStats {
-        let (open, idle) = match self.db.get_database_backend() {
-            DatabaseBackend::Postgres => {
+        let (open, idle) = match (&self.postgres, self.db.get_database_backend()) {
+            (Some(postgres), _) => postgres.stats(),
+            (None, DatabaseBackend::Postgres) => {
                 let pool = self.db.get_postgres_connection_pool();
                 (pool.size(), pool.num_idle())
             }
-            DatabaseBackend::Sqlite => {
+            (None, DatabaseBackend::Sqlite) => {
                 let pool = self.db.get_sqlite_connection_pool();
                 (pool.size(), pool.num_idle())
             }
