@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from support.kube_api import RegionApi, write_kubeconfig
-from support.playbooks import REPO, ansible, write_play
+from support.playbooks import REPO, ansible, write_play, write_role_tasks_play
 
 ENVIRONMENTS = ["staging", "production"]
 PLUGIN = "barman-cloud.cloudnative-pg.io"
@@ -377,9 +377,9 @@ def test_an_interval_that_is_no_prometheus_duration_is_refused(ansible, tmp_path
 @pytest.mark.parametrize(
     "choice, expected",
     [
-        ("gmp", ["cluster", "podmonitoring"]),
-        ("prometheus-operator", ["cluster", "podmonitor"]),
-        ("none", ["cluster"]),
+        ("gmp", ["monitoring-queries", "cluster", "podmonitoring", "rules"]),
+        ("prometheus-operator", ["monitoring-queries", "cluster", "podmonitor"]),
+        ("none", ["monitoring-queries", "cluster"]),
     ],
 )
 def test_the_apply_task_applies_the_chosen_scrape_object(ansible, tmp_path, choice, expected):
@@ -417,12 +417,12 @@ def test_the_apply_task_applies_the_chosen_scrape_object(ansible, tmp_path, choi
     assert applied == expected
     # Each file it applies was rendered, and holds the kind the choice names.
     applied_kinds = [yaml.safe_load((build / "postgres" / f"{item}.yml").read_text())["kind"] for item in applied]
-    assert (
-        applied_kinds
-        == {"gmp": ["Cluster", "PodMonitoring"], "prometheus-operator": ["Cluster", "PodMonitor"], "none": ["Cluster"]}[
-            choice
-        ]
-    )
+    expected_kinds = {
+        "gmp": ["ConfigMap", "Cluster", "PodMonitoring", "Rules"],
+        "prometheus-operator": ["ConfigMap", "Cluster", "PodMonitor"],
+        "none": ["ConfigMap", "Cluster"],
+    }
+    assert applied_kinds == expected_kinds[choice]
 
 
 CRD_GROUP = "apiextensions.k8s.io"
@@ -472,15 +472,7 @@ class CrdApi(RegionApi):
 def check_metrics_kind(tmp_path, api, choice):
     """Runs roles/postgres' metrics_check.yml for staging against api; returns (code, output)."""
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"staging": "test"}, {"staging": api})
-    playbook = write_play(
-        tmp_path / "check.yml",
-        tasks=[
-            {
-                "name": "Check the metrics scrape object's kind",
-                "ansible.builtin.include_role": {"name": "postgres", "tasks_from": "metrics_check"},
-            }
-        ],
-    )
+    playbook = write_role_tasks_play(tmp_path / "check.yml", "postgres", "metrics_check", "Check the kind")
     result = ansible(
         "ansible-playbook",
         "-i",

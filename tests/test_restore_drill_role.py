@@ -18,7 +18,7 @@ import sys
 import pytest
 import yaml
 
-from support.playbooks import REPO, ansible, copy_inventory, write_play
+from support.playbooks import REPO, ansible, copy_inventory, write_play, write_role_tasks_play
 
 SCHEMA = """
 create table users (username text primary key, date_of_birth date not null, updated_at timestamptz not null);
@@ -201,15 +201,7 @@ def judge(tmp_path, store_status: dict, backups: list[dict], destination: str = 
         },
     }
     (tmp_path / "read.json").write_text(json.dumps(read))
-    playbook = write_play(
-        tmp_path / "judge.yml",
-        tasks=[
-            {
-                "name": "Judge the backups",
-                "ansible.builtin.include_role": {"name": "restore_drill", "tasks_from": "judge_backups"},
-            }
-        ],
-    )
+    playbook = write_role_tasks_play(tmp_path / "judge.yml", "restore_drill", "judge_backups", "Judge the backups")
     result = ansible(
         "ansible-playbook", "-i", "inventories/staging", playbook, "-e", f"@{tmp_path / 'read.json'}", *extra
     )

@@ -75,3 +75,10 @@ def write_play(path, *, roles=(), tasks=(), hosts="gke_clusters"):
         play["tasks"] = list(tasks)
     Path(path).write_text(yaml.safe_dump([play], sort_keys=False))
     return Path(path)
+
+
+def write_role_tasks_play(path, role, tasks_from, name):
+    """A play of one task, named ``name``, that includes ``role``'s ``tasks/<tasks_from>.yml``."""
+    return write_play(
+        path, tasks=[{"name": name, "ansible.builtin.include_role": {"name": role, "tasks_from": tasks_from}}]
+    )

@@ -215,6 +215,7 @@ def backup(
             "the network path to GCS and run the backup again",
         )
     pruned = prune(gcs, folder, retention_days, keep_newest, started)
+    _record(db, f"gs://{bucket}/{name}", size)
     return {
         "object": f"gs://{bucket}/{name}",
         "name": name,
@@ -228,6 +229,32 @@ def backup(
         "duration_seconds": round(time.monotonic() - clock, 3),
         "pruned": pruned,
     }
+
+
+# The newest verified dump, recorded in the database it came from: CloudNativePG's exporter
+# (a member of pg_monitor) reports it for the dump's age alert (k8s/postgres/monitoring-queries.yml.j2),
+# in every region, since the row replicates like any other. One statement, one transaction.
+RECORD_BACKUP = """
+create table if not exists ops_logical_backup (
+    finished_at timestamp with time zone primary key default clock_timestamp(),
+    object text not null,
+    size_bytes bigint not null
+);
+grant select on ops_logical_backup to pg_monitor;
+delete from ops_logical_backup where finished_at < now() - interval '90 days';
+insert into ops_logical_backup (object, size_bytes) values ({object}, {size});
+"""
+
+
+def _record(db: Database, uri: str, size: int) -> None:
+    try:
+        db.execute(RECORD_BACKUP.format(object="'" + uri.replace("'", "''") + "'", size=int(size)))
+    except ClientError as error:
+        raise StepFailed(
+            "record",
+            f"{uri} is stored and verified, but recording it in {db} failed: {error}",
+            "that the server is the primary (not in recovery) and the user may create tables and insert",
+        ) from error
 
 
 def _delete_quietly(gcs: Gcs, bucket: str, name: str) -> None:
