@@ -286,6 +286,12 @@ def policy_images(objects):
     return problems
 
 
+GMP_COLLECTORS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gmp-system"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "collector"}},
+}
+
+
 def policy_network(objects, db_namespace, lb_ranges, remote_database_cidrs=()):
     """remote_database_cidrs: the other regions' ranges, where the primary may be (DR region only)."""
     problems = []
@@ -299,7 +305,9 @@ def policy_network(objects, db_namespace, lb_ranges, remote_database_cidrs=()):
         is_service = labels.get("app.kubernetes.io/name") == "hello"
         if selects(spec["podSelector"]["matchLabels"], labels) != is_service:
             problems.append(f"{name}: the NetworkPolicy must cover exactly the service's pods")
-    sources = [peer for rule in spec["ingress"] for peer in rule["from"]]
+    # The one peer from another namespace: Managed Service for Prometheus' collectors, which
+    # scrape /metrics (k8s/hello/podmonitoring.yml.j2).
+    sources = [peer for rule in spec["ingress"] for peer in rule["from"] if peer != GMP_COLLECTORS]
     cidrs = sorted(p["ipBlock"]["cidr"] for p in sources if "ipBlock" in p)
     pods = [p["podSelector"]["matchLabels"] for p in sources if "podSelector" in p]
     if cidrs != sorted(lb_ranges) or any("namespaceSelector" in p for p in sources):
@@ -436,7 +444,8 @@ def test_the_regions_differ_only_in_the_egress_to_the_other_region(rendered):
     west1, west4 = (rendered[("production", host)]["objects"] for host in ("europe-west1", "europe-west4"))
     assert west1.keys() == west4.keys()
     differing = sorted(key for key in west1 if west1[key] != west4[key])
-    assert differing == [("NetworkPolicy", "hello")], differing
+    # The SLO alerts' summaries name their cluster and region.
+    assert differing == [("NetworkPolicy", "hello"), ("Rules", "hello-slo")], differing
 
 
 def test_a_dr_region_without_the_other_regions_ranges_is_refused(ansible, tmp_path):
