@@ -65,6 +65,10 @@ fn log_settings(settings: &Settings) {
         request_timeout = %humantime::format_duration(settings.request_timeout),
         drain_period = %humantime::format_duration(settings.drain_period),
         shutdown_timeout = %humantime::format_duration(settings.shutdown_timeout),
+        header_read_timeout = %humantime::format_duration(settings.header_read_timeout),
+        keep_alive_timeout = %humantime::format_duration(settings.keep_alive_timeout),
+        max_header_bytes = settings.max_header_bytes,
+        max_connections = settings.max_connections,
         migrate_on_start = settings.migrate_on_start,
         "starting"
     );

@@ -6,6 +6,8 @@ use std::{fmt, net::SocketAddr, time::Duration};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::server::ConnectionLimits;
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hello.db?mode=rwc";
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 
@@ -82,6 +84,28 @@ pub struct Settings {
           value_parser = duration("SHUTDOWN_TIMEOUT"))]
     pub shutdown_timeout: Duration,
 
+    /// Bound on receiving a request's head (request line and headers), from the connection's
+    /// opening or the request's first byte; past it the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", global = true, default_value = "10s",
+          value_parser = duration("HEADER_READ_TIMEOUT"))]
+    pub header_read_timeout: Duration,
+
+    /// How long a connection may stay open with no request, between requests. Longer than the
+    /// 600s that Google's load balancers keep idle connections to backends.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT", global = true, default_value = "620s",
+          value_parser = duration("KEEP_ALIVE_TIMEOUT"))]
+    pub keep_alive_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; a larger one is answered 431.
+    #[arg(long, env = "MAX_HEADER_BYTES", global = true, default_value = "16384",
+          value_parser = parse_max_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Largest number of open client connections; more wait until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", global = true, default_value = "1024",
+          value_parser = parse_max_client_connections)]
+    pub max_connections: usize,
+
     /// Whether `hello serve` applies pending migrations before listening (`true` or `false`).
     #[arg(long, env = "MIGRATE_ON_START", global = true, default_value = "true",
           action = ArgAction::Set, value_parser = parse_migrate_on_start)]
@@ -102,6 +126,16 @@ impl Settings {
             Ok(cli) => cli.settings,
             // Every default is a valid value (a unit test parses them), so this cannot happen.
             Err(error) => error.exit(),
+        }
+    }
+
+    /// The bounds on the server's connections.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.keep_alive_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
         }
     }
 }
@@ -249,6 +283,29 @@ fn parse_max_connections(raw: &str) -> Result<u32, String> {
     }
 }
 
+/// Bounds of MAX_HEADER_BYTES: room for a request line and the usual headers, and at most
+/// hyper's default buffer (about 400 KiB), which is what the setting lowers.
+const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=65536;
+
+fn parse_max_header_bytes(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(n) if MAX_HEADER_BYTES_RANGE.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "MAX_HEADER_BYTES must be a whole number of bytes from {} to {}, such as 16384",
+            MAX_HEADER_BYTES_RANGE.start(),
+            MAX_HEADER_BYTES_RANGE.end()
+        )),
+    }
+}
+
+fn parse_max_client_connections(raw: &str) -> Result<usize, String> {
+    // A semaphore's permits, at most u32::MAX to be acquired all at once at shutdown.
+    match raw.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n as usize),
+        _ => Err("MAX_CONNECTIONS must be a whole number of at least 1, such as 1024".to_owned()),
+    }
+}
+
 fn parse_migrate_on_start(raw: &str) -> Result<bool, String> {
     match raw {
         "true" => Ok(true),
@@ -306,6 +363,10 @@ mod tests {
         assert_eq!(s.request_timeout, Duration::from_secs(5));
         assert_eq!(s.drain_period, Duration::from_secs(5));
         assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.keep_alive_timeout, Duration::from_secs(620));
+        assert_eq!(s.max_header_bytes, 16384);
+        assert_eq!(s.max_connections, 1024);
         assert!(s.migrate_on_start);
     }
 
@@ -334,6 +395,14 @@ mod tests {
             "0s",
             "--shutdown-timeout",
             "1m",
+            "--header-read-timeout",
+            "2s",
+            "--keep-alive-timeout",
+            "30s",
+            "--max-header-bytes",
+            "8192",
+            "--max-connections",
+            "50",
             "--migrate-on-start",
             "false",
         ])
@@ -350,6 +419,10 @@ mod tests {
         assert_eq!(s.request_timeout, Duration::from_secs(3));
         assert_eq!(s.drain_period, Duration::ZERO);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(60));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.keep_alive_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_header_bytes, 8192);
+        assert_eq!(s.max_connections, 50);
         assert!(!s.migrate_on_start);
     }
 
@@ -385,6 +458,11 @@ mod tests {
             ("--request-timeout", "soon", "REQUEST_TIMEOUT"),
             ("--drain-period=-1s", "", "DRAIN_PERIOD"),
             ("--shutdown-timeout", "10 parsecs", "SHUTDOWN_TIMEOUT"),
+            ("--header-read-timeout", "0s", "HEADER_READ_TIMEOUT"),
+            ("--keep-alive-timeout", "forever", "KEEP_ALIVE_TIMEOUT"),
+            ("--max-header-bytes", "500", "MAX_HEADER_BYTES"),
+            ("--max-header-bytes", "1000000", "MAX_HEADER_BYTES"),
+            ("--max-connections", "0", "MAX_CONNECTIONS"),
             ("--migrate-on-start", "yes", "MIGRATE_ON_START"),
         ];
         for (flag, value, variable) in cases {

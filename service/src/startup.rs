@@ -1,12 +1,7 @@
 //! Building and running the application. Build and run are separate, so that tests can bind
 //! port 0, read the real address, then serve.
 
-use std::{
-    future::{Future, IntoFuture},
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 
@@ -15,6 +10,7 @@ use crate::{
     config::Settings,
     lifecycle::{Lifecycle, shutdown_signal},
     routes,
+    server::{self, ConnectionLimits},
     store::Store,
 };
 
@@ -44,8 +40,6 @@ pub enum StartupError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("the server failed: {0}")]
-    Io(#[from] std::io::Error),
     #[error("requests were still in flight after SHUTDOWN_TIMEOUT ({})", humantime::format_duration(*.0))]
     ShutdownTimedOut(Duration),
 }
@@ -56,6 +50,7 @@ pub struct Application {
     state: AppState,
     drain_period: Duration,
     shutdown_timeout: Duration,
+    connection_limits: ConnectionLimits,
 }
 
 impl Application {
@@ -97,6 +92,7 @@ impl Application {
             state,
             drain_period: settings.drain_period,
             shutdown_timeout: settings.shutdown_timeout,
+            connection_limits: settings.connection_limits(),
         })
     }
 
@@ -126,6 +122,7 @@ impl Application {
             state,
             drain_period,
             shutdown_timeout,
+            connection_limits,
             ..
         } = self;
         let lifecycle = state.lifecycle.clone();
@@ -139,20 +136,18 @@ impl Application {
             tracing::info!("drain period over: closing the listener, finishing in-flight requests");
             let _ = drained_tx.send(());
         };
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .into_future();
+        let server = server::serve(listener, app, connection_limits, graceful);
         tokio::pin!(server);
         // The server may finish in the same instant the drain ends (nothing in flight): either
         // branch can win then, and both end in "stopped".
-        let result = tokio::select! {
-            result = &mut server => result,
+        tokio::select! {
+            () = &mut server => {}
             _ = drained_rx => tokio::time::timeout(shutdown_timeout, server)
                 .await
                 .map_err(|_| ServeError::ShutdownTimedOut(shutdown_timeout))?,
-        };
+        }
         tracing::info!("stopped");
-        result.map_err(ServeError::from)
+        Ok(())
     }
 }
 
