@@ -207,12 +207,41 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
+/// `url` with the password of its user info and the value of every query parameter naming a
+/// password (`password`, `sslpassword`: libpq's connection parameters) replaced by `***`.
 fn redact_password(url: &str) -> String {
+    let (base, fragment) = url
+        .split_once('#')
+        .map_or((url, None), |(b, f)| (b, Some(f)));
+    let (before_query, query) = base
+        .split_once('?')
+        .map_or((base, None), |(b, q)| (b, Some(q)));
+    let mut redacted = redact_user_password(before_query);
+    if let Some(query) = query {
+        redacted.push('?');
+        let parameters: Vec<String> = query.split('&').map(redact_password_parameter).collect();
+        redacted.push_str(&parameters.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        redacted.push('#');
+        redacted.push_str(fragment);
+    }
+    redacted
+}
+
+fn redact_password_parameter(parameter: &str) -> String {
+    match parameter.split_once('=') {
+        Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => format!("{name}=***"),
+        _ => parameter.to_owned(),
+    }
+}
+
+fn redact_user_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
     let authority_end = url[scheme_end..]
-        .find(['/', '?', '#'])
+        .find('/')
         .map_or(url.len(), |i| scheme_end + i);
     let authority = &url[scheme_end..authority_end];
     let Some(at) = authority.rfind('@') else {
@@ -497,6 +526,18 @@ mod tests {
                 "postgresql://app:***@db/hello?sslmode=require",
             ),
             ("postgres://app@db/hello", "postgres://app@db/hello"),
+            (
+                "postgres://app@db/hello?password=s3cret",
+                "postgres://app@db/hello?password=***",
+            ),
+            (
+                "postgres://db/hello?sslmode=verify-full&PassWord=s3cret&sslpassword=s3cret#x",
+                "postgres://db/hello?sslmode=verify-full&PassWord=***&sslpassword=***#x",
+            ),
+            (
+                "postgres://app:s3cret@db?password=s3cret",
+                "postgres://app:***@db?password=***",
+            ),
             ("postgres://db/hello", "postgres://db/hello"),
             ("sqlite://hello.db?mode=rwc", "sqlite://hello.db?mode=rwc"),
         ];

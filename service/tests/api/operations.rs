@@ -141,6 +141,26 @@ async fn the_request_id_is_echoed_or_made_up(backend: Backend) {
         .to_owned();
     assert_eq!(first.len(), 36, "a UUID: {first}");
     assert_ne!(first, second);
+    // A long id, or one with characters beyond letters, digits and -_.:, is replaced.
+    for unsafe_id in [
+        "a".repeat(65),
+        "two words".to_owned(),
+        "{\"x\":1}".to_owned(),
+    ] {
+        let response = app
+            .client
+            .get(app.url("/healthz"))
+            .header("x-request-id", &unsafe_id)
+            .send()
+            .await
+            .unwrap();
+        let echoed = response.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(
+            echoed.len(),
+            36,
+            "a UUID instead of {unsafe_id:?}: {echoed}"
+        );
+    }
 }
 
 /// A request that outlives REQUEST_TIMEOUT answers 503 instead of hanging: here a body that
