@@ -32,7 +32,7 @@ async fn serve(settings: &Settings) -> Result<(), String> {
     let app = Application::build(settings)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(addr = %app.local_addr(), "listening");
+    tracing::info!(addr = %app.local_addr(), metrics_addr = %app.metrics_addr(), "listening");
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
@@ -61,6 +61,7 @@ fn log_settings(settings: &Settings) {
         database = %settings.database_url,
         backend,
         listen_addr = %settings.listen_addr,
+        metrics_addr = %settings.metrics_addr,
         database_max_connections = settings.database_max_connections,
         request_timeout = %humantime::format_duration(settings.request_timeout),
         drain_period = %humantime::format_duration(settings.drain_period),

@@ -10,6 +10,7 @@ use crate::server::ConnectionLimits;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hello.db?mode=rwc";
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9090";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +46,12 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", global = true, default_value = DEFAULT_LISTEN_ADDR,
           value_parser = parse_listen_addr)]
     pub listen_addr: SocketAddr,
+
+    /// Address and port serving GET /metrics, apart from the API so that no route to the API
+    /// reaches it.
+    #[arg(long, env = "METRICS_ADDR", global = true, default_value = DEFAULT_METRICS_ADDR,
+          value_parser = parse_metrics_addr)]
+    pub metrics_addr: SocketAddr,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `hello=debug,info`).
     #[arg(long, env = "RUST_LOG", global = true, default_value = "info", value_parser = parse_log_filter)]
@@ -293,6 +300,12 @@ fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
     })
 }
 
+fn parse_metrics_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.parse().map_err(|_| {
+        "METRICS_ADDR must be IP:PORT, such as 127.0.0.1:9090 or 0.0.0.0:9090".to_owned()
+    })
+}
+
 fn parse_log_filter(raw: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(raw)
         .map(|_| raw.to_owned())
@@ -384,6 +397,7 @@ mod tests {
         assert_eq!(s.database_url.expose(), "sqlite://hello.db?mode=rwc");
         assert_eq!(s.database_url.backend(), Backend::Sqlite);
         assert_eq!(s.listen_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.metrics_addr, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(s.rust_log, "info");
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.database_max_connections, 10);
@@ -408,6 +422,8 @@ mod tests {
             "postgres://app:pw@db:5432/hello",
             "--listen-addr",
             "0.0.0.0:9000",
+            "--metrics-addr",
+            "0.0.0.0:9100",
             "--rust-log",
             "hello=debug,warn",
             "--log-format",
@@ -440,6 +456,7 @@ mod tests {
         let s = cli.settings;
         assert_eq!(s.database_url.backend(), Backend::Postgres);
         assert_eq!(s.listen_addr, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(s.metrics_addr, "0.0.0.0:9100".parse().unwrap());
         assert_eq!(s.rust_log, "hello=debug,warn");
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.database_max_connections, 3);
@@ -462,6 +479,7 @@ mod tests {
             ("--database-url", "hello.db", "DATABASE_URL"),
             ("--listen-addr", "localhost:8080", "LISTEN_ADDR"),
             ("--listen-addr", "127.0.0.1", "LISTEN_ADDR"),
+            ("--metrics-addr", "localhost:9090", "METRICS_ADDR"),
             ("--rust-log", "hello=loud", "RUST_LOG"),
             ("--log-format", "xml", "LOG_FORMAT"),
             (

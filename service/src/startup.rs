@@ -31,8 +31,9 @@ pub enum StartupError {
     Connect { url: String, source: sea_orm::DbErr },
     #[error("cannot apply the database migrations: {0}")]
     Migrate(#[source] sea_orm::DbErr),
-    #[error("cannot listen on LISTEN_ADDR {addr}: {source}")]
+    #[error("cannot listen on {variable} {addr}: {source}")]
     Bind {
+        variable: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -47,6 +48,8 @@ pub enum ServeError {
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
     state: AppState,
     drain_period: Duration,
     shutdown_timeout: Duration,
@@ -69,16 +72,8 @@ impl Application {
             store.migrate().await.map_err(StartupError::Migrate)?;
             tracing::info!("database migrations applied");
         }
-        let listener = TcpListener::bind(settings.listen_addr)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.listen_addr,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: settings.listen_addr,
-            source,
-        })?;
+        let (listener, local_addr) = bind("LISTEN_ADDR", settings.listen_addr).await?;
+        let (metrics_listener, metrics_addr) = bind("METRICS_ADDR", settings.metrics_addr).await?;
         let state = AppState {
             store,
             clock,
@@ -89,6 +84,8 @@ impl Application {
         Ok(Self {
             listener,
             local_addr,
+            metrics_listener,
+            metrics_addr,
             state,
             drain_period: settings.drain_period,
             shutdown_timeout: settings.shutdown_timeout,
@@ -99,6 +96,11 @@ impl Application {
     /// The address actually bound (the port is chosen by the system when LISTEN_ADDR ends in :0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address serving GET /metrics.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     pub fn store(&self) -> &Store {
@@ -119,6 +121,7 @@ impl Application {
     ) -> Result<(), ServeError> {
         let Self {
             listener,
+            metrics_listener,
             state,
             drain_period,
             shutdown_timeout,
@@ -126,6 +129,16 @@ impl Application {
             ..
         } = self;
         let lifecycle = state.lifecycle.clone();
+        // Scrapes go on until the API has stopped; then the metrics server closes too.
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server::serve(
+            metrics_listener,
+            routes::metrics_router(state.clone()),
+            connection_limits,
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        ));
         let app = routes::router(state);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
@@ -146,9 +159,24 @@ impl Application {
                 .await
                 .map_err(|_| ServeError::ShutdownTimedOut(shutdown_timeout))?,
         }
+        let _ = metrics_stop.send(());
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+async fn bind(
+    variable: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let refused = |source| StartupError::Bind {
+        variable,
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(refused)?;
+    let local_addr = listener.local_addr().map_err(refused)?;
+    Ok((listener, local_addr))
 }
 
 /// Opens the database named by DATABASE_URL; `lazy` defers the first connection to first use.

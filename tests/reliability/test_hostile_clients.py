@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 HEADER_READ_TIMEOUT_SECONDS = 1
 KEEP_ALIVE_TIMEOUT_SECONDS = 3
@@ -95,9 +96,7 @@ def test_invented_methods_and_paths_add_no_metric_series(hello_service, sqlite_u
         ("BREW", "/nowhere"),
     ]:
         send(method, path)
-    send("GET", "/metrics")
-    connection.request("GET", "/metrics")
-    before = connection.getresponse().read().decode()
+    before = requests.get(service.metrics_url(), timeout=10).text
 
     rng = random.Random(20261129)
     invented = 3000
@@ -107,9 +106,8 @@ def test_invented_methods_and_paths_add_no_metric_series(hello_service, sqlite_u
         status = send(method, path if number % 2 else "/hello/" + path[1:])
         assert status in (400, 404, 405), f"{method[:20]}… {path}: {status}"
 
-    connection.request("GET", "/metrics")
-    after = connection.getresponse().read().decode()
     connection.close()
+    after = requests.get(service.metrics_url(), timeout=10).text
     assert series(after) == series(before), sorted(series(after) - series(before))[:5]
     # The counters' digits grow; the text does not, beyond them.
     assert len(after) - len(before) < 1024, f"/metrics grew from {len(before)} to {len(after)} bytes"

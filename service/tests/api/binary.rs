@@ -18,6 +18,7 @@ const HELLO: &str = env!("CARGO_BIN_EXE_hello");
 const SETTINGS: &[&str] = &[
     "DATABASE_URL",
     "LISTEN_ADDR",
+    "METRICS_ADDR",
     "RUST_LOG",
     "LOG_FORMAT",
     "DATABASE_MAX_CONNECTIONS",
@@ -67,7 +68,11 @@ impl Server {
         let mut command = hello(
             dir,
             &["serve"],
-            &[("LISTEN_ADDR", "127.0.0.1:0"), ("LOG_FORMAT", "json")],
+            &[
+                ("LISTEN_ADDR", "127.0.0.1:0"),
+                ("METRICS_ADDR", "127.0.0.1:0"),
+                ("LOG_FORMAT", "json"),
+            ],
         );
         command.envs(env.iter().copied());
         let mut child = command
