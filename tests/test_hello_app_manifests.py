@@ -143,6 +143,17 @@ def policy_entry_point(objects):
         problems.append(f"Gateway class {gateway['spec']['gatewayClassName']} is not a GKE external managed class")
     if [p["name"] for p in route["spec"]["parentRefs"]] != ["hello"]:
         problems.append("HTTPRoute hello must attach to Gateway hello")
+    # Only the API's paths are public. A PathPrefix match takes whole path elements (Gateway API
+    # v1.5.1, HTTPPathMatch in the standard CRDs: "the paths `/abc`, `/abc/`, and `/abc/def`
+    # would all match the prefix `/abc`, but the path `/abcd` would not"), so /hello covers
+    # /hello/<username> and nothing else; /healthz, /readyz and /metrics stay unrouted.
+    matches = sorted(
+        (match.get("path", {}).get("type"), match.get("path", {}).get("value"))
+        for rule in route["spec"]["rules"]
+        for match in rule.get("matches", [{}])
+    )
+    if matches != [("Exact", "/openapi.json"), ("PathPrefix", "/hello")]:
+        problems.append(f"HTTPRoute hello must route only PathPrefix /hello and Exact /openapi.json, found {matches}")
     backends = [b for rule in route["spec"]["rules"] for b in rule["backendRefs"]]
     if [(b["name"], b["port"]) for b in backends] != [("hello", 80)]:
         problems.append("HTTPRoute hello must send everything to Service hello port 80")
@@ -528,6 +539,14 @@ def _health_check_on_root(o):
     o[("HealthCheckPolicy", "hello")]["spec"]["default"]["config"]["httpHealthCheck"]["requestPath"] = "/"
 
 
+def _route_everything(o):
+    o[("HTTPRoute", "hello")]["spec"]["rules"][0]["matches"].append({"path": {"type": "PathPrefix", "value": "/"}})
+
+
+def _route_without_matches(o):
+    del o[("HTTPRoute", "hello")]["spec"]["rules"][0]["matches"]
+
+
 def _pdb_on_both_slots(o):
     del o[("PodDisruptionBudget", "hello-blue")]["spec"]["selector"]["matchLabels"]["slot"]
 
@@ -550,6 +569,8 @@ MUTATIONS = [
     ("service account", _token_mounted),
     ("resources", _no_limits),
     ("entry point", _health_check_on_root),
+    ("entry point", _route_everything),
+    ("entry point", _route_without_matches),
     ("autoscaling and disruption", _pdb_on_both_slots),
     ("release jobs", _post_check_retried),
 ]

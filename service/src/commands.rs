@@ -32,7 +32,7 @@ async fn serve(settings: &Settings) -> Result<(), String> {
     let app = Application::build(settings)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(addr = %app.local_addr(), "listening");
+    tracing::info!(addr = %app.local_addr(), metrics_addr = %app.metrics_addr(), "listening");
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
@@ -61,10 +61,15 @@ fn log_settings(settings: &Settings) {
         database = %settings.database_url,
         backend,
         listen_addr = %settings.listen_addr,
+        metrics_addr = %settings.metrics_addr,
         database_max_connections = settings.database_max_connections,
         request_timeout = %humantime::format_duration(settings.request_timeout),
         drain_period = %humantime::format_duration(settings.drain_period),
         shutdown_timeout = %humantime::format_duration(settings.shutdown_timeout),
+        header_read_timeout = %humantime::format_duration(settings.header_read_timeout),
+        keep_alive_timeout = %humantime::format_duration(settings.keep_alive_timeout),
+        max_header_bytes = settings.max_header_bytes,
+        max_connections = settings.max_connections,
         migrate_on_start = settings.migrate_on_start,
         "starting"
     );

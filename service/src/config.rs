@@ -6,8 +6,11 @@ use std::{fmt, net::SocketAddr, time::Duration};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::server::ConnectionLimits;
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://hello.db?mode=rwc";
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9090";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +46,12 @@ pub struct Settings {
     #[arg(long, env = "LISTEN_ADDR", global = true, default_value = DEFAULT_LISTEN_ADDR,
           value_parser = parse_listen_addr)]
     pub listen_addr: SocketAddr,
+
+    /// Address and port serving GET /metrics, apart from the API so that no route to the API
+    /// reaches it.
+    #[arg(long, env = "METRICS_ADDR", global = true, default_value = DEFAULT_METRICS_ADDR,
+          value_parser = parse_metrics_addr)]
+    pub metrics_addr: SocketAddr,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `hello=debug,info`).
     #[arg(long, env = "RUST_LOG", global = true, default_value = "info", value_parser = parse_log_filter)]
@@ -82,6 +91,28 @@ pub struct Settings {
           value_parser = duration("SHUTDOWN_TIMEOUT"))]
     pub shutdown_timeout: Duration,
 
+    /// Bound on receiving a request's head (request line and headers), from the connection's
+    /// opening or the request's first byte; past it the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", global = true, default_value = "10s",
+          value_parser = duration("HEADER_READ_TIMEOUT"))]
+    pub header_read_timeout: Duration,
+
+    /// How long a connection may stay open with no request, between requests. Longer than the
+    /// 600s that Google's load balancers keep idle connections to backends.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT", global = true, default_value = "620s",
+          value_parser = duration("KEEP_ALIVE_TIMEOUT"))]
+    pub keep_alive_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; a larger one is answered 431.
+    #[arg(long, env = "MAX_HEADER_BYTES", global = true, default_value = "16384",
+          value_parser = parse_max_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Largest number of open client connections; more wait until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", global = true, default_value = "1024",
+          value_parser = parse_max_client_connections)]
+    pub max_connections: usize,
+
     /// Whether `hello serve` applies pending migrations before listening (`true` or `false`).
     #[arg(long, env = "MIGRATE_ON_START", global = true, default_value = "true",
           action = ArgAction::Set, value_parser = parse_migrate_on_start)]
@@ -102,6 +133,16 @@ impl Settings {
             Ok(cli) => cli.settings,
             // Every default is a valid value (a unit test parses them), so this cannot happen.
             Err(error) => error.exit(),
+        }
+    }
+
+    /// The bounds on the server's connections.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.keep_alive_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
         }
     }
 }
@@ -173,12 +214,41 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
+/// `url` with the password of its user info and the value of every query parameter naming a
+/// password (`password`, `sslpassword`: libpq's connection parameters) replaced by `***`.
 fn redact_password(url: &str) -> String {
+    let (base, fragment) = url
+        .split_once('#')
+        .map_or((url, None), |(b, f)| (b, Some(f)));
+    let (before_query, query) = base
+        .split_once('?')
+        .map_or((base, None), |(b, q)| (b, Some(q)));
+    let mut redacted = redact_user_password(before_query);
+    if let Some(query) = query {
+        redacted.push('?');
+        let parameters: Vec<String> = query.split('&').map(redact_password_parameter).collect();
+        redacted.push_str(&parameters.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        redacted.push('#');
+        redacted.push_str(fragment);
+    }
+    redacted
+}
+
+fn redact_password_parameter(parameter: &str) -> String {
+    match parameter.split_once('=') {
+        Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => format!("{name}=***"),
+        _ => parameter.to_owned(),
+    }
+}
+
+fn redact_user_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
     let authority_end = url[scheme_end..]
-        .find(['/', '?', '#'])
+        .find('/')
         .map_or(url.len(), |i| scheme_end + i);
     let authority = &url[scheme_end..authority_end];
     let Some(at) = authority.rfind('@') else {
@@ -230,6 +300,12 @@ fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
     })
 }
 
+fn parse_metrics_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.parse().map_err(|_| {
+        "METRICS_ADDR must be IP:PORT, such as 127.0.0.1:9090 or 0.0.0.0:9090".to_owned()
+    })
+}
+
 fn parse_log_filter(raw: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(raw)
         .map(|_| raw.to_owned())
@@ -246,6 +322,29 @@ fn parse_max_connections(raw: &str) -> Result<u32, String> {
         _ => Err(
             "DATABASE_MAX_CONNECTIONS must be a whole number of at least 1, such as 10".to_owned(),
         ),
+    }
+}
+
+/// Bounds of MAX_HEADER_BYTES: room for a request line and the usual headers, and at most
+/// hyper's default buffer (about 400 KiB), which is what the setting lowers.
+const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=65536;
+
+fn parse_max_header_bytes(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(n) if MAX_HEADER_BYTES_RANGE.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "MAX_HEADER_BYTES must be a whole number of bytes from {} to {}, such as 16384",
+            MAX_HEADER_BYTES_RANGE.start(),
+            MAX_HEADER_BYTES_RANGE.end()
+        )),
+    }
+}
+
+fn parse_max_client_connections(raw: &str) -> Result<usize, String> {
+    // A semaphore's permits, at most u32::MAX to be acquired all at once at shutdown.
+    match raw.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n as usize),
+        _ => Err("MAX_CONNECTIONS must be a whole number of at least 1, such as 1024".to_owned()),
     }
 }
 
@@ -298,6 +397,7 @@ mod tests {
         assert_eq!(s.database_url.expose(), "sqlite://hello.db?mode=rwc");
         assert_eq!(s.database_url.backend(), Backend::Sqlite);
         assert_eq!(s.listen_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.metrics_addr, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(s.rust_log, "info");
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.database_max_connections, 10);
@@ -306,6 +406,10 @@ mod tests {
         assert_eq!(s.request_timeout, Duration::from_secs(5));
         assert_eq!(s.drain_period, Duration::from_secs(5));
         assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.keep_alive_timeout, Duration::from_secs(620));
+        assert_eq!(s.max_header_bytes, 16384);
+        assert_eq!(s.max_connections, 1024);
         assert!(s.migrate_on_start);
     }
 
@@ -318,6 +422,8 @@ mod tests {
             "postgres://app:pw@db:5432/hello",
             "--listen-addr",
             "0.0.0.0:9000",
+            "--metrics-addr",
+            "0.0.0.0:9100",
             "--rust-log",
             "hello=debug,warn",
             "--log-format",
@@ -334,6 +440,14 @@ mod tests {
             "0s",
             "--shutdown-timeout",
             "1m",
+            "--header-read-timeout",
+            "2s",
+            "--keep-alive-timeout",
+            "30s",
+            "--max-header-bytes",
+            "8192",
+            "--max-connections",
+            "50",
             "--migrate-on-start",
             "false",
         ])
@@ -342,6 +456,7 @@ mod tests {
         let s = cli.settings;
         assert_eq!(s.database_url.backend(), Backend::Postgres);
         assert_eq!(s.listen_addr, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(s.metrics_addr, "0.0.0.0:9100".parse().unwrap());
         assert_eq!(s.rust_log, "hello=debug,warn");
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.database_max_connections, 3);
@@ -350,6 +465,10 @@ mod tests {
         assert_eq!(s.request_timeout, Duration::from_secs(3));
         assert_eq!(s.drain_period, Duration::ZERO);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(60));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.keep_alive_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_header_bytes, 8192);
+        assert_eq!(s.max_connections, 50);
         assert!(!s.migrate_on_start);
     }
 
@@ -360,6 +479,7 @@ mod tests {
             ("--database-url", "hello.db", "DATABASE_URL"),
             ("--listen-addr", "localhost:8080", "LISTEN_ADDR"),
             ("--listen-addr", "127.0.0.1", "LISTEN_ADDR"),
+            ("--metrics-addr", "localhost:9090", "METRICS_ADDR"),
             ("--rust-log", "hello=loud", "RUST_LOG"),
             ("--log-format", "xml", "LOG_FORMAT"),
             (
@@ -385,6 +505,11 @@ mod tests {
             ("--request-timeout", "soon", "REQUEST_TIMEOUT"),
             ("--drain-period=-1s", "", "DRAIN_PERIOD"),
             ("--shutdown-timeout", "10 parsecs", "SHUTDOWN_TIMEOUT"),
+            ("--header-read-timeout", "0s", "HEADER_READ_TIMEOUT"),
+            ("--keep-alive-timeout", "forever", "KEEP_ALIVE_TIMEOUT"),
+            ("--max-header-bytes", "500", "MAX_HEADER_BYTES"),
+            ("--max-header-bytes", "1000000", "MAX_HEADER_BYTES"),
+            ("--max-connections", "0", "MAX_CONNECTIONS"),
             ("--migrate-on-start", "yes", "MIGRATE_ON_START"),
         ];
         for (flag, value, variable) in cases {
@@ -419,6 +544,18 @@ mod tests {
                 "postgresql://app:***@db/hello?sslmode=require",
             ),
             ("postgres://app@db/hello", "postgres://app@db/hello"),
+            (
+                "postgres://app@db/hello?password=s3cret",
+                "postgres://app@db/hello?password=***",
+            ),
+            (
+                "postgres://db/hello?sslmode=verify-full&PassWord=s3cret&sslpassword=s3cret#x",
+                "postgres://db/hello?sslmode=verify-full&PassWord=***&sslpassword=***#x",
+            ),
+            (
+                "postgres://app:s3cret@db?password=s3cret",
+                "postgres://app:***@db?password=***",
+            ),
             ("postgres://db/hello", "postgres://db/hello"),
             ("sqlite://hello.db?mode=rwc", "sqlite://hello.db?mode=rwc"),
         ];

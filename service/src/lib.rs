@@ -10,6 +10,7 @@ pub mod healthcheck;
 pub mod lifecycle;
 pub mod metrics;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -3,7 +3,9 @@
 
 use std::{sync::OnceLock, time::Instant};
 
-use axum::{extract::MatchedPath, extract::Request, middleware::Next, response::Response};
+use axum::{
+    extract::MatchedPath, extract::Request, http::Method, middleware::Next, response::Response,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::{build_info, store::PoolStats};
@@ -74,21 +76,62 @@ pub fn render(pool: PoolStats) -> String {
     handle.render()
 }
 
-/// Middleware counting and timing every request by its route template (never the raw path,
-/// which would make one series per username).
+/// Middleware counting and timing every request. Every label comes from a closed set, so that
+/// no client can add series: the route template (never the raw path, which would make one series
+/// per username), a standard method, else `other` for either.
 pub async fn track(request: Request, next: Next) -> Response {
     handle();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().to_string();
+    let route = route_label(request.extensions().get::<MatchedPath>());
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let elapsed = started.elapsed().as_secs_f64();
     let status = response.status().as_u16().to_string();
-    metrics::counter!(REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::counter!(REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
     metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route).record(elapsed);
     response
+}
+
+/// The label of a request's route: its template when a route matched, else `other`.
+fn route_label(matched: Option<&MatchedPath>) -> String {
+    matched.map_or(OTHER, MatchedPath::as_str).to_owned()
+}
+
+/// The label of a request's method: the methods of RFC 9110 (§9.3) and PATCH by name, any other
+/// token (hyper accepts every token as a method) as `other`.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or(OTHER)
+}
+
+const OTHER: &str = "other";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_are_named_and_any_other_is_other() {
+        for name in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), name);
+        }
+        for name in ["get", "PROPFIND", "XGETX", &"A".repeat(40)] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{name}");
+        }
+    }
+
+    #[test]
+    fn unmatched_routes_are_other() {
+        assert_eq!(route_label(None), "other");
+    }
 }

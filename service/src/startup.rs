@@ -1,12 +1,7 @@
 //! Building and running the application. Build and run are separate, so that tests can bind
 //! port 0, read the real address, then serve.
 
-use std::{
-    future::{Future, IntoFuture},
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 
@@ -15,6 +10,7 @@ use crate::{
     config::Settings,
     lifecycle::{Lifecycle, shutdown_signal},
     routes,
+    server::{self, ConnectionLimits},
     store::Store,
 };
 
@@ -35,8 +31,9 @@ pub enum StartupError {
     Connect { url: String, source: sea_orm::DbErr },
     #[error("cannot apply the database migrations: {0}")]
     Migrate(#[source] sea_orm::DbErr),
-    #[error("cannot listen on LISTEN_ADDR {addr}: {source}")]
+    #[error("cannot listen on {variable} {addr}: {source}")]
     Bind {
+        variable: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -44,8 +41,6 @@ pub enum StartupError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("the server failed: {0}")]
-    Io(#[from] std::io::Error),
     #[error("requests were still in flight after SHUTDOWN_TIMEOUT ({})", humantime::format_duration(*.0))]
     ShutdownTimedOut(Duration),
 }
@@ -53,9 +48,12 @@ pub enum ServeError {
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
     state: AppState,
     drain_period: Duration,
     shutdown_timeout: Duration,
+    connection_limits: ConnectionLimits,
 }
 
 impl Application {
@@ -74,16 +72,8 @@ impl Application {
             store.migrate().await.map_err(StartupError::Migrate)?;
             tracing::info!("database migrations applied");
         }
-        let listener = TcpListener::bind(settings.listen_addr)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.listen_addr,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: settings.listen_addr,
-            source,
-        })?;
+        let (listener, local_addr) = bind("LISTEN_ADDR", settings.listen_addr).await?;
+        let (metrics_listener, metrics_addr) = bind("METRICS_ADDR", settings.metrics_addr).await?;
         let state = AppState {
             store,
             clock,
@@ -94,15 +84,23 @@ impl Application {
         Ok(Self {
             listener,
             local_addr,
+            metrics_listener,
+            metrics_addr,
             state,
             drain_period: settings.drain_period,
             shutdown_timeout: settings.shutdown_timeout,
+            connection_limits: settings.connection_limits(),
         })
     }
 
     /// The address actually bound (the port is chosen by the system when LISTEN_ADDR ends in :0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address serving GET /metrics.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     pub fn store(&self) -> &Store {
@@ -123,12 +121,24 @@ impl Application {
     ) -> Result<(), ServeError> {
         let Self {
             listener,
+            metrics_listener,
             state,
             drain_period,
             shutdown_timeout,
+            connection_limits,
             ..
         } = self;
         let lifecycle = state.lifecycle.clone();
+        // Scrapes go on until the API has stopped; then the metrics server closes too.
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server::serve(
+            metrics_listener,
+            routes::metrics_router(state.clone()),
+            connection_limits,
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        ));
         let app = routes::router(state);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let graceful = async move {
@@ -139,21 +149,34 @@ impl Application {
             tracing::info!("drain period over: closing the listener, finishing in-flight requests");
             let _ = drained_tx.send(());
         };
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .into_future();
+        let server = server::serve(listener, app, connection_limits, graceful);
         tokio::pin!(server);
         // The server may finish in the same instant the drain ends (nothing in flight): either
         // branch can win then, and both end in "stopped".
-        let result = tokio::select! {
-            result = &mut server => result,
+        tokio::select! {
+            () = &mut server => {}
             _ = drained_rx => tokio::time::timeout(shutdown_timeout, server)
                 .await
                 .map_err(|_| ServeError::ShutdownTimedOut(shutdown_timeout))?,
-        };
+        }
+        let _ = metrics_stop.send(());
         tracing::info!("stopped");
-        result.map_err(ServeError::from)
+        Ok(())
     }
+}
+
+async fn bind(
+    variable: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let refused = |source| StartupError::Bind {
+        variable,
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(refused)?;
+    let local_addr = listener.local_addr().map_err(refused)?;
+    Ok((listener, local_addr))
 }
 
 /// Opens the database named by DATABASE_URL; `lazy` defers the first connection to first use.

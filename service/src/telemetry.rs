@@ -24,7 +24,9 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
             .with(
                 fmt::layer()
                     .json()
-                    .with_current_span(true)
+                    // Each span's fields once per line: in the list of spans, not again as
+                    // the current span.
+                    .with_current_span(false)
                     .with_span_list(true),
             )
             .try_init()?,

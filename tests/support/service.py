@@ -53,10 +53,12 @@ def hello_binary() -> Path:
 
 @dataclass
 class HelloService:
-    """A running ``hello serve``: ``url(path)``, ``pid``, ``sigterm()``, ``wait(timeout)``, ``log()``."""
+    """A running ``hello serve``: ``url(path)``, ``metrics_url()``, ``pid``, ``sigterm()``, ``wait(timeout)``,
+    ``log()``."""
 
     process: subprocess.Popen
     port: int
+    metrics_port: int
     log_path: Path
 
     @property
@@ -69,6 +71,9 @@ class HelloService:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -87,11 +92,13 @@ class HelloService:
 
 def start_service(binary: Path, database_url: str, log_dir: Path, **settings: str) -> HelloService:
     port = free_port()
+    metrics_port = free_port()
     log_path = log_dir / f"hello-{port}.log"
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "LISTEN_ADDR": f"127.0.0.1:{port}",
+        "METRICS_ADDR": f"127.0.0.1:{metrics_port}",
         "LOG_FORMAT": "json",
         # Request lines at info would be most of the log under load; warnings and errors stay.
         "RUST_LOG": "warn",
@@ -99,7 +106,7 @@ def start_service(binary: Path, database_url: str, log_dir: Path, **settings: st
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen([str(binary), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    service = HelloService(process, port, log_path)
+    service = HelloService(process, port, metrics_port, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -22,6 +22,8 @@ use tower_http::{
     trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
+
+const X_REQUEST_ID: &str = "x-request-id";
 use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -37,7 +39,7 @@ use crate::{domain::UsernameError, error::ApiError, error::ErrorBody, startup::A
     components(schemas(ErrorBody)),
     tags(
         (name = "hello", description = "Birthdays and greetings"),
-        (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "operations", description = "Health, readiness and this document"),
     )
 )]
 struct ApiDoc;
@@ -47,13 +49,19 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hello::save_birthday, hello::greet))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(operations::metrics))
         .routes(routes!(operations::openapi))
 }
 
 /// The OpenAPI 3 document of every route [`router`] serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api_routes().into_openapi()
+}
+
+/// `GET /metrics` alone, served on METRICS_ADDR: no route to the API reaches it.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(operations::metrics))
+        .with_state(state)
 }
 
 /// The whole application, ready to serve.
@@ -66,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             // Outermost first: the id is set before the span opens, so the span carries it.
             ServiceBuilder::new()
+                .layer(middleware::map_request(drop_unsafe_request_id))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -98,10 +107,37 @@ fn request_span(request: &Request) -> tracing::Span {
         .map_or("unmatched", MatchedPath::as_str);
     let request_id = request
         .headers()
-        .get("x-request-id")
+        .get(X_REQUEST_ID)
         .and_then(|id| id.to_str().ok())
         .unwrap_or_default();
     tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+/// Longest `x-request-id` kept from a caller (a UUID is 36 bytes).
+const MAX_REQUEST_ID_BYTES: usize = 64;
+
+/// Removes a caller's `x-request-id` unless it is one short value of letters, digits and
+/// `-_.:`, so that a new one is made: the id is echoed and logged with every line of the
+/// request, and must not let a caller write long or misleading text there.
+async fn drop_unsafe_request_id(mut request: Request) -> Request {
+    let headers = request.headers_mut();
+    let mut ids = headers.get_all(X_REQUEST_ID).iter();
+    let safe = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(id), None) => is_safe_request_id(id.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !safe {
+        headers.remove(X_REQUEST_ID);
+    }
+    request
+}
+
+fn is_safe_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_BYTES).contains(&id.len())
+        && id
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(byte))
 }
 
 /// Answers 503 when a request takes longer than REQUEST_TIMEOUT, so that nothing hangs when
@@ -125,5 +161,39 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: uri.path().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_ids_of_safe_characters_are_kept() {
+        let kept = [
+            "trace-me-42",
+            "0af7651916cd43dd8448eb211c80319c",
+            "a",
+            "x.y:z_1",
+        ];
+        for id in kept {
+            assert!(is_safe_request_id(id.as_bytes()), "{id}");
+        }
+        let long = "a".repeat(MAX_REQUEST_ID_BYTES + 1);
+        let dropped = [
+            "",
+            "two words",
+            "quote\"",
+            "line\nbreak",
+            "ünï",
+            "{}",
+            long.as_str(),
+        ];
+        for id in dropped {
+            assert!(!is_safe_request_id(id.as_bytes()), "{id}");
+        }
+        assert!(is_safe_request_id(
+            "a".repeat(MAX_REQUEST_ID_BYTES).as_bytes()
+        ));
     }
 }

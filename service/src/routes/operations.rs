@@ -1,4 +1,4 @@
-//! `GET /metrics` and `GET /openapi.json`.
+//! `GET /metrics` (on its own port) and `GET /openapi.json`.
 
 use std::sync::Arc;
 
@@ -8,9 +8,6 @@ use utoipa::openapi::OpenApi;
 use crate::{metrics, startup::AppState};
 
 /// Prometheus metrics: requests by route and status, latency, database pool, build.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4",
-               body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

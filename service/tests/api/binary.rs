@@ -18,6 +18,7 @@ const HELLO: &str = env!("CARGO_BIN_EXE_hello");
 const SETTINGS: &[&str] = &[
     "DATABASE_URL",
     "LISTEN_ADDR",
+    "METRICS_ADDR",
     "RUST_LOG",
     "LOG_FORMAT",
     "DATABASE_MAX_CONNECTIONS",
@@ -26,6 +27,10 @@ const SETTINGS: &[&str] = &[
     "REQUEST_TIMEOUT",
     "DRAIN_PERIOD",
     "SHUTDOWN_TIMEOUT",
+    "HEADER_READ_TIMEOUT",
+    "KEEP_ALIVE_TIMEOUT",
+    "MAX_HEADER_BYTES",
+    "MAX_CONNECTIONS",
     "MIGRATE_ON_START",
 ];
 
@@ -63,7 +68,11 @@ impl Server {
         let mut command = hello(
             dir,
             &["serve"],
-            &[("LISTEN_ADDR", "127.0.0.1:0"), ("LOG_FORMAT", "json")],
+            &[
+                ("LISTEN_ADDR", "127.0.0.1:0"),
+                ("METRICS_ADDR", "127.0.0.1:0"),
+                ("LOG_FORMAT", "json"),
+            ],
         );
         command.envs(env.iter().copied());
         let mut child = command
@@ -190,25 +199,37 @@ fn an_unreachable_database_fails_start_up_without_showing_the_password() {
         .local_addr()
         .unwrap()
         .port();
-    let url = format!("postgres://hello:hunter2@127.0.0.1:{port}/hello");
-    let output = run(&mut hello(
-        &dir,
-        &["serve"],
-        &[
-            ("DATABASE_URL", &url),
-            ("DATABASE_CONNECT_TIMEOUT", "500ms"),
-            ("LOG_FORMAT", "json"),
-        ],
-    ));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
-    assert!(stderr.contains("hello:***@127.0.0.1"), "{stderr}");
-    assert!(
-        !stdout.contains("hunter2") && !stderr.contains("hunter2"),
-        "{stdout}\n{stderr}"
-    );
+    // The password in the user info, or as a query parameter (libpq's `password`).
+    let cases = [
+        (
+            format!("postgres://hello:hunter2@127.0.0.1:{port}/hello"),
+            "hello:***@127.0.0.1",
+        ),
+        (
+            format!("postgres://hello@127.0.0.1:{port}/hello?sslmode=disable&password=hunter2"),
+            "sslmode=disable&password=***",
+        ),
+    ];
+    for (url, shown) in cases {
+        let output = run(&mut hello(
+            &dir,
+            &["serve"],
+            &[
+                ("DATABASE_URL", &url),
+                ("DATABASE_CONNECT_TIMEOUT", "500ms"),
+                ("LOG_FORMAT", "json"),
+            ],
+        ));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+        assert!(stderr.contains(shown), "{stderr}");
+        assert!(
+            !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+            "{stdout}\n{stderr}"
+        );
+    }
 }
 
 #[test]
@@ -333,5 +354,14 @@ fn every_request_line_has_the_request_id() {
             .filter(|span| span["request_id"] == id)
             .count();
         assert!(lines >= 2, "{id}: started and finished lines, got {lines}");
+    }
+    // Each line names the request id once (not again as the current span).
+    for log in logs.iter().filter(|log| request_span(log).is_some()) {
+        let line = log.to_string();
+        assert_eq!(
+            line.matches("req-given").count() + line.matches(generated_id.as_str()).count(),
+            1,
+            "{line}"
+        );
     }
 }

@@ -180,7 +180,7 @@ async fn a_wrong_method_is_405(backend: Backend) {
         (reqwest::Method::PATCH, "/hello/Ann"),
         (reqwest::Method::PUT, "/healthz"),
         (reqwest::Method::POST, "/readyz"),
-        (reqwest::Method::DELETE, "/metrics"),
+        (reqwest::Method::DELETE, "/openapi.json"),
     ];
     for (method, path) in cases {
         let response = app

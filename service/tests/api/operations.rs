@@ -1,4 +1,4 @@
-//! /healthz, /readyz, /metrics, /openapi.json and the request id.
+//! /healthz, /readyz, /metrics (on its own port), /openapi.json and the request id.
 
 use serde_json::Value;
 
@@ -28,11 +28,22 @@ async fn readyz_is_200_when_the_database_answers(backend: Backend) {
     );
 }
 
+/// Metrics are served on METRICS_ADDR only: the API's port has no such route, and the metrics
+/// port serves nothing of the API.
+async fn metrics_are_apart_from_the_api(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_error(app.get("/metrics").await, 404, &["/metrics"]).await;
+    for path in ["/hello/Ann", "/healthz", "/openapi.json"] {
+        let response = app.get_on_metrics_port(path).await;
+        assert_eq!(response.status(), 404, "{path} on the metrics port");
+    }
+}
+
 async fn metrics_count_requests_time_them_and_show_the_pool(backend: Backend) {
     let app = spawn_app(backend).await;
     app.get_hello("Nobody").await;
     app.put_birthday("Ann", "1990-01-01").await;
-    let response = app.get("/metrics").await;
+    let response = app.get_on_metrics_port("/metrics").await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -92,7 +103,6 @@ async fn openapi_describes_every_route(backend: Backend) {
         [
             "get /healthz",
             "get /hello/{username}",
-            "get /metrics",
             "get /openapi.json",
             "get /readyz",
             "put /hello/{username}",
@@ -141,6 +151,26 @@ async fn the_request_id_is_echoed_or_made_up(backend: Backend) {
         .to_owned();
     assert_eq!(first.len(), 36, "a UUID: {first}");
     assert_ne!(first, second);
+    // A long id, or one with characters beyond letters, digits and -_.:, is replaced.
+    for unsafe_id in [
+        "a".repeat(65),
+        "two words".to_owned(),
+        "{\"x\":1}".to_owned(),
+    ] {
+        let response = app
+            .client
+            .get(app.url("/healthz"))
+            .header("x-request-id", &unsafe_id)
+            .send()
+            .await
+            .unwrap();
+        let echoed = response.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(
+            echoed.len(),
+            36,
+            "a UUID instead of {unsafe_id:?}: {echoed}"
+        );
+    }
 }
 
 /// A request that outlives REQUEST_TIMEOUT answers 503 instead of hanging: here a body that
@@ -183,6 +213,7 @@ crate::on_both_backends!(
     healthz_reports_the_build,
     readyz_is_200_when_the_database_answers,
     metrics_count_requests_time_them_and_show_the_pool,
+    metrics_are_apart_from_the_api,
     openapi_describes_every_route,
     the_request_id_is_echoed_or_made_up,
     a_request_over_the_timeout_answers_503,

@@ -82,6 +82,7 @@ pub fn test_settings(database_url: &str) -> Settings {
     let mut settings = Settings::defaults();
     settings.database_url = DatabaseUrl::parse(database_url).expect("a valid database URL");
     settings.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.metrics_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.drain_period = Duration::from_millis(200);
     settings.shutdown_timeout = Duration::from_secs(5);
     settings
@@ -89,6 +90,8 @@ pub fn test_settings(database_url: &str) -> Settings {
 
 pub struct TestApp {
     pub address: String,
+    /// `http://` and the address serving GET /metrics.
+    pub metrics_address: String,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub clock: FixedClock,
@@ -119,12 +122,14 @@ pub async fn spawn_on(database: TestDatabase, settings: &Settings) -> TestApp {
         .await
         .expect("build the application");
     let addr = app.local_addr();
+    let metrics_address = format!("http://{}", app.metrics_addr());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     TestApp {
         address: format!("http://{addr}"),
+        metrics_address,
         addr,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -188,6 +193,15 @@ impl TestApp {
             .send()
             .await
             .expect("send GET")
+    }
+
+    /// GET on the metrics port (METRICS_ADDR).
+    pub async fn get_on_metrics_port(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.metrics_address))
+            .send()
+            .await
+            .expect("send GET to the metrics port")
     }
 
     /// The greeting for `username`, asserting a 200.
