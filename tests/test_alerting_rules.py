@@ -226,7 +226,12 @@ def test_the_service_pods_are_scraped_through_their_network_policy(rendered_root
         assert selector.items() <= pod_labels.items()
     # GMP names the job after the PodMonitoring: the SLO's HelloMetricsAbsent reads up{job="hello"}.
     assert monitoring["metadata"]["name"] == "hello"
-    assert monitoring["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    # The service serves /metrics on its own port (METRICS_ADDR), which the pods name `metrics`.
+    assert monitoring["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    for deployment in deployments:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+        assert {"name": "METRICS_ADDR", "value": "0.0.0.0:9090"} in container["env"]
     (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
     collectors = [
         rule
@@ -235,6 +240,6 @@ def test_the_service_pods_are_scraped_through_their_network_policy(rendered_root
         if peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": "gmp-system"}
         and peer.get("podSelector", {}).get("matchLabels") == {"app.kubernetes.io/name": "collector"}
     ]
-    assert [rule["ports"] for rule in collectors] == [[{"port": "http", "protocol": "TCP"}]]
+    assert [rule["ports"] for rule in collectors] == [[{"port": "metrics", "protocol": "TCP"}]]
     kind = load_objects(rendered_root / "kind" / "kind" / "hello")
     assert not [o for o in kind if o["kind"] == "PodMonitoring"]

@@ -325,8 +325,10 @@ def policy_network(objects, db_namespace, lb_ranges, remote_database_cidrs=()):
         problems.append(f"ingress must come only from the load balancer's ranges {lb_ranges} and pods of the namespace")
     if {"app.kubernetes.io/name": "hello-release-check"} not in pods:
         problems.append("the release checks must be allowed to call the service")
-    if any(port["port"] != "http" for rule in spec["ingress"] for port in rule["ports"]):
-        problems.append("ingress must be allowed to the http port only")
+    for rule in spec["ingress"]:
+        wanted = "metrics" if GMP_COLLECTORS in rule["from"] else "http"
+        if any(port["port"] != wanted for port in rule["ports"]):
+            problems.append(f"ingress from {rule['from']} must be allowed to the {wanted} port only")
     allowed = set()
     for rule in spec["egress"]:
         for peer in rule["to"]:
