@@ -26,7 +26,7 @@ from support.kube_api import (
     start_regions,
     write_kubeconfig,
 )
-from support.playbooks import REPO, ansible, write_play
+from support.playbooks import RECORDED_TOOLS, REPO, ansible, write_play
 
 CONTEXTS = {
     "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
@@ -68,6 +68,7 @@ def run(playbook, env, kubeconfig, *extra):
         f"playbooks/{playbook}",
         "-e",
         f"hello_confirm_environment={env}",
+        *RECORDED_TOOLS,
         *extra,
         env={
             "KUBECONFIG": str(kubeconfig),
@@ -316,3 +317,38 @@ def test_the_app_secret_never_reaches_the_terminal(ansible, tmp_path):
     assert "postgresql://" not in output
     uri = f"postgresql://app:{PASSWORD}@hello-db-rw.hello.svc:5432/app"
     assert base64.b64encode(uri.encode()).decode() not in output
+
+
+def test_database_refuses_to_schedule_jobs_without_a_recorded_tools_image(ansible, regions, tmp_path):
+    """The logical backup CronJob runs the tools image by the digest playbooks/image.yml recorded:
+    without a record the run stops before changing anything and says which playbook to run."""
+    kubeconfig, apis = regions(
+        **{
+            "europe-west1": cluster("europe-west1", "europe-west1"),
+            "europe-west4": cluster("europe-west4", "europe-west1"),
+        }
+    )
+    code, output = run(
+        "database.yml",
+        "production",
+        kubeconfig,
+        "-e",
+        f"postgres_app_password={PASSWORD}",
+        "-e",
+        f"hello_image_record_file={tmp_path / 'no-record.yml'}",
+        "-e",
+        "hello_tools_image_reference=",
+    )
+    flat = " ".join(output.split())
+    assert code != 0
+    assert f"no tools image is recorded for production ({tmp_path / 'no-record.yml'}). Run playbooks/image.yml first" in flat
+    assert writes(apis) == {"europe-west1": [], "europe-west4": []}
+
+
+def test_database_refuses_a_tools_image_given_by_tag(ansible, regions):
+    kubeconfig, _ = regions(**{"europe-west1": cluster("europe-west1", "europe-west1")})
+    code, output = run(
+        "database.yml", "staging", kubeconfig, "-e", f"postgres_app_password={PASSWORD}", "-e", "backups_logical_image=x/pgtools:1"
+    )
+    assert code != 0
+    assert "the logical backup CronJob runs an image by digest only" in " ".join(output.split())

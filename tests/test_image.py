@@ -1,10 +1,12 @@
-"""The service image, built and pushed by the real playbook (playbooks/image.yml, roles/image)
-to a real registry (Debian's docker-registry on a free loopback port), then run.
+"""The service image and the tools image, built and pushed by the real playbook
+(playbooks/image.yml, roles/image) to a real registry (Debian's docker-registry on a free loopback
+port), then run by the digests it recorded.
 
 The build uses the base images named by HELLO_BUILDER_IMAGE / HELLO_RUNTIME_IMAGE (exported by
 `scripts/airgap-images --print-env`, which scripts/test evaluates) and vendors the crates into
-the build context, since Docker builds here cannot reach crates.io. A cold build takes minutes;
-a rebuild reuses the layer cache.
+the build context, since Docker builds here cannot reach crates.io. The tools image is built on
+HELLO_POSTGRES_IMAGE (PostgreSQL's client tools from Debian) instead of the official postgres
+image. A cold build takes minutes; a rebuild reuses the layer cache.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def run_image_playbook(registry: Registry, record: Path, **extra) -> subprocess.
         "image_registry": f"{registry.address}/hello",
         "image_builder_image": registry.images["HELLO_BUILDER_IMAGE"],
         "image_runtime_image": registry.images["HELLO_RUNTIME_IMAGE"],
+        "image_tools_base_image": registry.images["HELLO_POSTGRES_IMAGE"],
         "image_vendor_crates": True,
         # Others may be changing service/ in this checkout; the commit tag then says -dirty.
         "image_allow_dirty": True,
@@ -199,6 +202,29 @@ def test_the_playbook_records_the_digest_the_registry_serves(pushed, registry, m
         assert served == digest, tag
         assert "sha256:" + hashlib.sha256(manifest).hexdigest() == digest
     measurement(f"image playbook, first run: {pushed['seconds']:.0f}s")
+
+
+def test_the_tools_image_is_pushed_and_recorded_beside_the_service(pushed, registry):
+    """The database jobs run the tools image by the digest recorded with the service's: one
+    record, one commit, both tags served with that digest."""
+    record = pushed["record"]
+    digest = record["hello_tools_image_digest"]
+    assert digest.startswith("sha256:") and len(digest) == 71 and digest != record["hello_image_digest"], record
+    assert record["hello_tools_image_reference"] == f"{registry.address}/hello/pgtools@{digest}"
+    for tag in (record["hello_image_version"], record["hello_image_commit"]):
+        served, manifest = registry.manifest("hello/pgtools", tag)
+        assert served == digest, tag
+        assert "sha256:" + hashlib.sha256(manifest).hexdigest() == digest
+
+
+def test_the_tools_image_runs_its_commands_by_digest(pushed):
+    reference = pushed["record"]["hello_tools_image_reference"]
+    for command in (["pg-dump-to-gcs", "--help"], ["restore-drill", "--help"], ["heartbeat", "--help"], ["pg_dump", "--version"]):
+        run = docker("run", "--rm", reference, *command, check=False)
+        assert run.returncode == 0, (command, run.stdout[-2000:], run.stderr[-2000:])
+    user = docker("inspect", "--format", "{{.Config.User}}", reference).stdout.strip()
+    assert user not in ("", "0", "root"), user
+
 
 
 def test_a_second_run_changes_nothing(ansible, pushed, registry):

@@ -101,3 +101,31 @@ def test_a_play_sees_shared_default_and_environment_override(ansible, tmp_path, 
     assert result.returncode == 0, result.stdout + result.stderr
     lines = dict(re.findall(r'"RESOLVED (\S+) (.*)"', result.stdout))
     assert lines[host] == (f"protection={deletion_protection} build={REPO}/build/{env}/{host} connection=local")
+
+
+def test_the_tools_image_is_the_recorded_one_or_a_placeholder_no_registry_holds(ansible, tmp_path):
+    """group_vars/all/images.yml: the database jobs' image comes from the record playbooks/image.yml
+    wrote; without one, a reference under the reserved .invalid domain (RFC 2606) renders, which
+    roles/backups and roles/restore_drill refuse to apply."""
+    playbook = write_play(
+        tmp_path / "print.yml",
+        tasks=[{"name": "Print the tools image", "ansible.builtin.debug": {"msg": "TOOLS {{ hello_tools_image }}"}}],
+    )
+    reference = "europe-docker.pkg.dev/p/hello/pgtools@sha256:" + "ab" * 32
+    record = tmp_path / "image.yml"
+    record.write_text(f"hello_image_digest: sha256:{'cd' * 32}\nhello_tools_image_reference: {reference}\n")
+    for given, expected in (
+        (record, reference),
+        (tmp_path / "missing.yml", "unrecorded.invalid/pgtools@sha256:" + "0" * 64),
+    ):
+        result = ansible(
+            "ansible-playbook",
+            "-i",
+            "inventories/staging",
+            playbook,
+            "-e",
+            f"hello_image_record_file={given}",
+            env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert re.findall(r'"TOOLS (\S+)"', result.stdout) == [expected], result.stdout[-2000:]

@@ -18,7 +18,7 @@ import sys
 import pytest
 import yaml
 
-from support.playbooks import REPO, ansible, copy_inventory, write_play, write_role_tasks_play
+from support.playbooks import RECORDED_TOOLS, REPO, ansible, copy_inventory, write_play, write_role_tasks_play
 
 SCHEMA = """
 create table users (username text primary key, date_of_birth date not null, updated_at timestamptz not null);
@@ -153,7 +153,12 @@ def test_drill_stops_when_the_target_cluster_does_not_answer(ansible, tmp_path):
     inventory = copy_inventory("staging", tmp_path)
     playbook = write_play(tmp_path / "drill.yml", roles=["restore_drill"])
     result = ansible(
-        "ansible-playbook", "-i", inventory, playbook, env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")}
+        "ansible-playbook",
+        "-i",
+        inventory,
+        playbook,
+        *RECORDED_TOOLS,
+        env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")},
     )
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0

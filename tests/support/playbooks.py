@@ -20,6 +20,10 @@ import yaml
 from support import REPO
 
 SHARED_LINK = Path("group_vars/all/000_shared")
+# A tools image as playbooks/image.yml records it (build/<env>/image.yml), for runs of the
+# database playbooks: they refuse to apply the jobs without one (group_vars/all/images.yml).
+TOOLS_IMAGE = "europe-docker.pkg.dev/hello-platform/hello/pgtools@sha256:" + "ab" * 32
+RECORDED_TOOLS = ("-e", f"hello_tools_image_reference={TOOLS_IMAGE}")
 # Set by tests/conftest.py around each test: whether it carries the ``ansible`` marker.
 marked = {"current": True}
 
