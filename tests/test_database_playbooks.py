@@ -341,14 +341,23 @@ def test_database_refuses_to_schedule_jobs_without_a_recorded_tools_image(ansibl
     )
     flat = " ".join(output.split())
     assert code != 0
-    assert f"no tools image is recorded for production ({tmp_path / 'no-record.yml'}). Run playbooks/image.yml first" in flat
+    assert (
+        f"no tools image is recorded for production ({tmp_path / 'no-record.yml'}). Run playbooks/image.yml first"
+        in flat
+    )
     assert writes(apis) == {"europe-west1": [], "europe-west4": []}
 
 
 def test_database_refuses_a_tools_image_given_by_tag(ansible, regions):
     kubeconfig, _ = regions(**{"europe-west1": cluster("europe-west1", "europe-west1")})
     code, output = run(
-        "database.yml", "staging", kubeconfig, "-e", f"postgres_app_password={PASSWORD}", "-e", "backups_logical_image=x/pgtools:1"
+        "database.yml",
+        "staging",
+        kubeconfig,
+        "-e",
+        f"postgres_app_password={PASSWORD}",
+        "-e",
+        "backups_logical_image=x/pgtools:1",
     )
     assert code != 0
     assert "the logical backup CronJob runs an image by digest only" in " ".join(output.split())

@@ -26,6 +26,14 @@ def flat(output):
     return " ".join(output.split())
 
 
+def repository(name, mode="REMOTE_REPOSITORY", **docker):
+    """An Artifact Registry repository as the API describes it (artifactregistry_v1_messages.py)."""
+    found = {"name": f"projects/{PROJECT}/locations/europe/repositories/{name}", "format": "DOCKER", "mode": mode}
+    if docker:
+        found["remoteRepositoryConfig"] = {"dockerRepository": docker}
+    return found
+
+
 def edit_state(project, change):
     state = json.loads(project.state.read_text())
     change(state)
@@ -41,6 +49,10 @@ def production(ansible, tmp_path_factory, gcloud_config):
 
     def built(state):
         state["services"][PROJECT] = APIS
+        # playbooks/image.yml made the remote repository of ghcr.io; the others are still to come.
+        state["repositories"] = {
+            f"{PROJECT}/europe/ghcr": repository("ghcr", customRepository={"uri": "https://ghcr.io"})
+        }
         state["buckets"][BUCKET] = {
             "resource": {"name": BUCKET, "location": "EU"},
             "policy": {"bindings": [{"role": role, "members": [ACCOUNT]} for role in ROLES]},
@@ -71,6 +83,10 @@ def test_a_project_the_playbooks_built_passes_every_check(ansible, production):
     code, output, _ = production.run(playbook="doctor.yml")
     assert code == 0, output
     assert "FAIL" not in output
+    assert (
+        "ok remote repositories for ghcr.io, quay.io, docker.io: present: ghcr; playbooks/image.yml creates the others"
+        in flat(output)
+    )
     for region in ("europe-west1", "europe-west4"):
         for check in ("Workload Identity", "Gateway API", "firewall rule for admission webhooks"):
             assert f"ok cluster hello-production-{region}, {check}" in flat(output)
@@ -87,13 +103,24 @@ def test_each_broken_prerequisite_is_reported_with_its_fix(ansible, production):
         state["buckets"][BUCKET]["policy"]["bindings"] = [
             {"role": "roles/storage.objectAdmin", "members": [ACCOUNT]},
         ]
+        # A standard repository where the nodes expect quay.io's remote one, and a remote one of
+        # another upstream under Docker Hub's name.
+        state["repositories"][f"{PROJECT}/europe/quay"] = repository("quay", mode="STANDARD_REPOSITORY")
+        state["repositories"][f"{PROJECT}/europe/docker-hub"] = repository(
+            "docker-hub", customRepository={"uri": "https://mirror.gcr.io"}
+        )
 
     edit_state(production, broken)
     before = production.snapshot()
     code, output, _ = production.run(playbook="doctor.yml")
     text = flat(output)
     assert code != 0
-    assert "4 check(s) failed" in text
+    assert "5 check(s) failed" in text
+    assert (
+        "FAIL remote repositories for ghcr.io, quay.io, docker.io: "
+        "not Docker remote repositories of their registry: quay, docker-hub"
+    ) in text
+    assert f"gcloud artifacts repositories delete quay --location=europe --project={PROJECT}" in text
     assert f"gcloud services enable monitoring.googleapis.com --project={PROJECT}" in text
     assert (
         "FAIL cluster hello-production-europe-west4, Gateway API: channel CHANNEL_DISABLED -> gcloud container "

@@ -219,12 +219,16 @@ def test_the_tools_image_is_pushed_and_recorded_beside_the_service(pushed, regis
 
 def test_the_tools_image_runs_its_commands_by_digest(pushed):
     reference = pushed["record"]["hello_tools_image_reference"]
-    for command in (["pg-dump-to-gcs", "--help"], ["restore-drill", "--help"], ["heartbeat", "--help"], ["pg_dump", "--version"]):
+    for command in (
+        ["pg-dump-to-gcs", "--help"],
+        ["restore-drill", "--help"],
+        ["heartbeat", "--help"],
+        ["pg_dump", "--version"],
+    ):
         run = docker("run", "--rm", reference, *command, check=False)
         assert run.returncode == 0, (command, run.stdout[-2000:], run.stderr[-2000:])
     user = docker("inspect", "--format", "{{.Config.User}}", reference).stdout.strip()
     assert user not in ("", "0", "root"), user
-
 
 
 def test_a_second_run_changes_nothing(ansible, pushed, registry):

@@ -209,6 +209,34 @@ def buckets(state, verb, positional, flags):
         fail(f"fake gcloud: storage buckets {verb} is not simulated", 3)
 
 
+def repositories(state, verb, positional, flags):
+    """`artifacts repositories describe|create`: Artifact Registry repositories, shaped as the
+    API's Repository (artifactregistry_v1_messages.py of the gcloud SDK: mode, format,
+    remoteRepositoryConfig.dockerRepository.publicRepository DOCKER_HUB or customRepository.uri)."""
+    name = positional[0]
+    key = f"{flags['project']}/{flags['location']}/{name}"
+    resource = f"projects/{flags['project']}/locations/{flags['location']}/repositories/{name}"
+    if verb == "describe":
+        if key not in state["repositories"]:
+            fail(f"NOT_FOUND: Requested entity was not found. (resource {resource})")
+        print(json.dumps(state["repositories"][key]))
+    elif verb == "create":
+        if key in state["repositories"]:
+            fail(f"ALREADY_EXISTS: the repository already exists (resource {resource})")
+        repository = {"name": resource, "format": flags["repository-format"].upper(), "mode": "STANDARD_REPOSITORY"}
+        if flags.get("mode") == "remote-repository":
+            upstream = flags["remote-docker-repo"]
+            docker = (
+                {"publicRepository": upstream.upper().replace("-", "_")}
+                if upstream == "docker-hub"
+                else {"customRepository": {"uri": upstream}}
+            )
+            repository.update(mode="REMOTE_REPOSITORY", remoteRepositoryConfig={"dockerRepository": docker})
+        state["repositories"][key] = repository
+    else:
+        fail(f"fake gcloud: artifacts repositories {verb} is not simulated", 3)
+
+
 def clusters(state, verb, positional, flags):
     name = positional[0]
     key = f"{flags['project']}/{flags['region']}/{name}"
@@ -335,7 +363,7 @@ def main():
     lock = open(f"{state_file}.lock", "w")  # noqa: SIM115 (held until the process exits)
     fcntl.flock(lock, fcntl.LOCK_EX)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    for part in ("clusters", "service_accounts", "policies", "firewalls", "services", "buckets"):
+    for part in ("clusters", "service_accounts", "policies", "firewalls", "services", "buckets", "repositories"):
         state.setdefault(part, {})
     unchanged = json.dumps(state)
     positional, flags = parse(argv)
@@ -351,6 +379,8 @@ def main():
         services(state, positional[1], positional[2:], flags)
     elif positional[:2] == ["storage", "buckets"]:
         buckets(state, positional[2], positional[3:], flags)
+    elif positional[:2] == ["artifacts", "repositories"]:
+        repositories(state, positional[2], positional[3:], flags)
     elif tuple(positional[:2]) in handlers:
         handlers[tuple(positional[:2])](state, positional[2], positional[3:], flags)
     else:
