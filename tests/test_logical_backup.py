@@ -440,7 +440,7 @@ def test_pgtools_image_runs_the_backup(docker_engine, seeded_database, gcs_emula
     )
     assert built.returncode == 0, built.stderr
     frozen = subprocess.run(
-        ["docker", "run", "--rm", tag, "/opt/hello-pgtools/bin/pip", "freeze", "--all", "--exclude", "pip"],
+        ["docker", "run", "--rm", tag, "/opt/hello-pgtools/bin/pip", "list", "--format=freeze", "--exclude", "pip"],
         capture_output=True,
         text=True,
         timeout=120,
