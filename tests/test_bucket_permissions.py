@@ -45,17 +45,27 @@ BARMAN_CLOUD = {
     "Blob.delete (retention)": "storage.objects.delete",
 }
 
-# hello_pgtools' Cloud Storage client (scripts/lib/hello_pgtools/gcs.py): each method, the
-# JSON API request it sends, the permission that request needs.
+# hello_pgtools' Cloud Storage calls (tools/pgtools/hello_pgtools/gcs.py): each method, the
+# google-cloud-storage 3.17.1 calls it makes (LIBRARY_CALLS), the JSON API request they send,
+# the permission that request needs.
 GCS_METHODS = {
     "get_bucket": "storage.buckets.get",  # GET /storage/v1/b/<bucket>
     "get_object": "storage.objects.get",  # GET .../o/<object>
     "list_objects": "storage.objects.list",  # GET .../o?prefix=
     "delete_object": "storage.objects.delete",  # DELETE .../o/<object>
-    "upload": "storage.objects.create",  # POST /upload/... resumable, ifGenerationMatch=0
+    "upload": "storage.objects.create",  # POST /upload/...?uploadType=resumable, then PUTs
     "download": "storage.objects.get",  # GET .../o/<object>?alt=media
 }
-PGTOOLS_FILES = ["scripts/pg-dump-to-gcs", "scripts/lib/hello_pgtools/logical.py"]
+LIBRARY_CALLS = {
+    "get_bucket": {"get_bucket"},
+    "get_object": {"reload"},
+    "list_objects": {"list_blobs"},
+    "delete_object": {"delete"},
+    "upload": {"upload_from_file"},
+    "download": {"download_to_filename"},
+}
+GCS_MODULE = REPO / "tools/pgtools/hello_pgtools/gcs.py"
+PGTOOLS_FILES = ["tools/pgtools/hello_pgtools/pg_dump_to_gcs.py", "tools/pgtools/hello_pgtools/logical.py"]
 
 
 def granted_roles():
@@ -96,6 +106,23 @@ def test_the_logical_backup_may_make_every_call_it_makes():
     assert unknown == set(), f"calls missing from GCS_METHODS (say which permission each needs): {unknown}"
     missing = {call: GCS_METHODS[call] for call in calls if GCS_METHODS[call] not in granted_permissions()}
     assert missing == {}, f"pg-dump-to-gcs would get 403 for {missing}"
+
+
+def test_each_method_makes_the_library_calls_the_table_names():
+    methods = {
+        node.name: node
+        for node in ast.walk(ast.parse(GCS_MODULE.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name in GCS_METHODS
+    }
+    assert set(methods) == set(GCS_METHODS)
+    storage_calls = set().union(*LIBRARY_CALLS.values())
+    for name, method in methods.items():
+        made = {
+            node.func.attr
+            for node in ast.walk(method)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in storage_calls
+        }
+        assert made == LIBRARY_CALLS[name], f"Gcs.{name} calls {made}: say which permission each needs"
 
 
 def test_no_role_changes_the_bucket_itself():

@@ -11,12 +11,12 @@ the environments differ only where they must (kind: fake GCS server, kind's stor
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from support import tool
 from support.playbooks import REPO, ansible, write_play
 
 ENVIRONMENTS = sorted(p.name for p in (REPO / "inventories").iterdir() if (p / "hosts.yml").is_file())
@@ -234,7 +234,7 @@ def test_jobs_run_the_repository_drill_script_against_the_recovery_cluster(envir
         assert secrets == {f"{cluster_name}-superuser"}
         # Check the script accepts every argument the role passes (its own parser, no cluster).
         done = subprocess.run(
-            [sys.executable, str(REPO / "scripts/restore-drill"), *container["args"], "--help"],
+            [tool("restore-drill"), *container["args"], "--help"],
             capture_output=True,
             text=True,
             check=False,

@@ -1,22 +1,31 @@
-"""scripts/pg-dump-to-gcs against a real PostgreSQL server and a GCS emulator.
+"""pg-dump-to-gcs (hello_pgtools, installed from tools/pgtools) against a real PostgreSQL server
+and a GCS emulator.
 
 The round trip dumps a seeded database, uploads it, lists, downloads and restores it into a
 database on another server, and compares the data row by row. Every other test provokes one
 failure and checks the exit status, the step named in the message, and that no object that
-looks like a good dump was left behind.
+looks like a good dump was left behind. Most run the installed command as the CronJob does;
+where a failure takes the library's retries to show, hello_pgtools.logical is called directly
+with a short retry deadline.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
+import re
 import subprocess
 import uuid
 
 import pytest
+from google.cloud.storage.retry import DEFAULT_RETRY
 
-from support import REPO, run_script
+from hello_pgtools import logical
+from hello_pgtools.errors import StepFailed
+from hello_pgtools.gcs import Gcs
+from hello_pgtools.postgres import Database
+from support import REPO, run_script, run_tool
+from support.metadata import workload_identity_env
 from support.net import free_port
 from support.postgres import TestDatabase
 
@@ -47,9 +56,7 @@ def rows(database, table: str, order_by: str) -> list[str]:
 
 
 def backup(dsn: str, bucket: str, env: dict, *extra: str):
-    return run_script(
-        "pg-dump-to-gcs", "backup", "--dsn", dsn, "--bucket", bucket, "--cluster", CLUSTER, *extra, env=env
-    )
+    return run_tool("pg-dump-to-gcs", "backup", "--dsn", dsn, "--bucket", bucket, "--cluster", CLUSTER, *extra, env=env)
 
 
 def object_names(gcs_emulator, bucket: str) -> list[str]:
@@ -88,17 +95,17 @@ def test_backup_list_download_restore_round_trip(
     )
 
     where = ["--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name]
-    listed = run_script("pg-dump-to-gcs", "list", *where, "--json", env=env)
+    listed = run_tool("pg-dump-to-gcs", "list", *where, "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert [item["name"] for item in json.loads(listed.stdout)] == [name]
 
     output = tmp_path / "downloaded.dump"
-    fetched = run_script("pg-dump-to-gcs", "download", *where, "--output", str(output), env=env)
+    fetched = run_tool("pg-dump-to-gcs", "download", *where, "--output", str(output), env=env)
     assert fetched.returncode == 0, fetched.stderr
     assert output.stat().st_size == summary["size_bytes"]
 
     target = "restored_" + uuid.uuid4().hex[:8]
-    restored = run_script(
+    restored = run_tool(
         "pg-dump-to-gcs",
         "restore",
         *where,
@@ -167,16 +174,18 @@ def test_missing_bucket_fails_before_dumping(seeded_database, gcs_emulator):
     assert "bucket failed" in done.stderr and "no-such-bucket" in done.stderr and "exists" in done.stderr
 
 
-def test_unreachable_storage_fails_at_bucket(seeded_database):
-    done = backup(seeded_database.dsn, "any", {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}"})
-    assert done.returncode == 1
-    assert "bucket failed" in done.stderr and "no answer from" in done.stderr
+def test_unreachable_storage_fails_at_bucket_after_the_retries(seeded_database, monkeypatch, tmp_path):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    gcs = Gcs(retry=DEFAULT_RETRY.with_timeout(3))
+    with pytest.raises(StepFailed) as raised:
+        logical.backup(gcs, Database(seeded_database.dsn), "any", "logical", CLUSTER, 30, 7, tmp_path)
+    assert raised.value.step == "bucket"
+    assert "no answer from" in raised.value.problem and "after 3 s of retries" in raised.value.problem
 
 
 @pytest.mark.parametrize(
     ("fault", "offset", "reasons"),
     [
-        pytest.param("cut_after", 20_000, ["upload failed", "no object was created"], id="connection-cut-mid-upload"),
         pytest.param("flip_at", 10_000, ["upload failed", "MD5"], id="byte-altered-in-transit"),
         pytest.param(
             "garble_reply_md5",
@@ -228,7 +237,7 @@ def test_retention_never_deletes_the_newest_even_when_all_are_old(seeded_databas
         for days in (100, 200)
     ]
     where = ["--bucket", gcs_bucket, "--cluster", CLUSTER, "--database", seeded_database.name]
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs", "prune", *where, "--retention-days", "1", "--keep-newest", "1", env=gcs_emulator.env()
     )
     assert done.returncode == 0, done.stderr
@@ -241,7 +250,7 @@ def test_restore_refuses_a_corrupted_newest_dump(seeded_database, scratch_postgr
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
     corrupted = _put_fake_dump(gcs_emulator, gcs_bucket, seeded_database.name, later, b"PGDMP but not really")
     target = "never_" + uuid.uuid4().hex[:8]
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs",
         "restore",
         "--bucket",
@@ -262,7 +271,7 @@ def test_restore_refuses_a_corrupted_newest_dump(seeded_database, scratch_postgr
 
 def test_restore_into_a_database_that_is_not_empty_fails(seeded_database, gcs_emulator, gcs_bucket):
     assert backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env()).returncode == 0
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs",
         "restore",
         "--bucket",
@@ -280,7 +289,7 @@ def test_restore_into_a_database_that_is_not_empty_fails(seeded_database, gcs_em
 
 
 def test_restore_with_no_dump_names_the_folder(scratch_postgres_server, gcs_emulator, gcs_bucket):
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs",
         "restore",
         "--bucket",
@@ -300,7 +309,7 @@ def test_restore_with_no_dump_names_the_folder(scratch_postgres_server, gcs_emul
 def test_download_altered_in_transit_is_refused(seeded_database, gcs_emulator, gcs_bucket, tcp_proxy, tmp_path):
     assert backup(seeded_database.dsn, gcs_bucket, gcs_emulator.env()).returncode == 0
     proxy = tcp_proxy(gcs_emulator.port, flip_reply_at=5_000)
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs",
         "download",
         "--bucket",
@@ -318,22 +327,17 @@ def test_download_altered_in_transit_is_refused(seeded_database, gcs_emulator, g
     assert "checksum failed: downloaded gs://" in done.stderr and "GCS reports" in done.stderr
 
 
-def test_without_workload_identity_the_backup_names_it(seeded_database):
-    env = {
-        "STORAGE_EMULATOR_HOST": "",
-        "GOOGLE_OAUTH_ACCESS_TOKEN": "",
-        "GCE_METADATA_HOST": f"127.0.0.1:{free_port()}",
-    }
-    done = backup(seeded_database.dsn, "hello-backups", env)
+def test_without_workload_identity_the_backup_names_it(seeded_database, tmp_path):
+    done = backup(seeded_database.dsn, "hello-backups", workload_identity_env(tmp_path))
     assert done.returncode == 1
     assert (
-        "bucket failed: cannot reach gs://hello-backups: no access token from the metadata server" in done.stderr
-        and "Workload Identity" in done.stderr
+        "bucket failed: cannot reach gs://hello-backups: no Google credentials" in done.stderr
+        and "Workload Identity must bind" in done.stderr
     )
 
 
 def test_download_of_a_missing_object_fails(gcs_emulator, gcs_bucket, tmp_path):
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs",
         "download",
         "--bucket",
@@ -351,7 +355,7 @@ def test_download_of_a_missing_object_fails(gcs_emulator, gcs_bucket, tmp_path):
 
 
 def test_list_of_a_missing_bucket_fails(gcs_emulator):
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs", "list", "--bucket", "no-such-bucket", "--cluster", CLUSTER, env=gcs_emulator.env()
     )
     assert done.returncode == 1
@@ -359,7 +363,7 @@ def test_list_of_a_missing_bucket_fails(gcs_emulator):
 
 
 def test_missing_settings_are_named(gcs_emulator):
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs",
         "backup",
         "--cluster",
@@ -368,7 +372,7 @@ def test_missing_settings_are_named(gcs_emulator):
     )
     assert done.returncode == 2
     assert "--bucket is required: pass it or set BACKUP_BUCKET" in done.stderr
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs",
         "backup",
         "--bucket",
@@ -383,44 +387,49 @@ def test_missing_settings_are_named(gcs_emulator):
     assert "BACKUP_KEEP_NEWEST='-1' is not valid" in done.stderr
 
 
+def normalised(pin: str) -> str:
+    """``name==version`` with the name as PyPI compares names (lower case, ``-`` for ``_``)."""
+    name, _, version = pin.partition("==")
+    return f"{name.lower().replace('_', '-')}=={version}"
+
+
+def locked_pins() -> set[str]:
+    """Every ``name==version`` tools/pgtools/requirements.lock pins, normalised."""
+    lock = (REPO / "tools/pgtools/requirements.lock").read_text()
+    return {normalised(pin) for pin in re.findall(r"^[A-Za-z0-9_.-]+==\S+", lock, flags=re.MULTILINE)}
+
+
 def test_pgtools_image_runs_the_backup(docker_engine, seeded_database, gcs_emulator, gcs_bucket, tmp_path):
-    """images/pgtools/Dockerfile builds on the test PostgreSQL image and its scripts work inside."""
+    """tools/pgtools/Dockerfile builds on the test PostgreSQL image, offline from the wheels of
+    scripts/pgtools-deps (a build here reaches Debian's mirror but not PyPI), and its tools work
+    inside. The context is the package's folder, which its .dockerignore filters (no caches)."""
     base = docker_engine["HELLO_POSTGRES_IMAGE"]
-    # The context holds only what the Dockerfile's ignore file lets through.
-    context = tmp_path / "context"
-    for relative in (
-        "scripts/lib/hello_pgtools",
-        "scripts/pg-dump-to-gcs",
-        "scripts/restore-drill",
-        "scripts/heartbeat",
-    ):
-        source = REPO / relative
-        if source.is_dir():
-            shutil.copytree(source, context / relative, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (context / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, context / relative)
+    # Into the build context's .wheels (git-ignored), again only when the lock changes.
+    fetched = run_script("pgtools-deps", "wheels", timeout=600)
+    assert fetched.returncode == 0, fetched.stderr
     # A fixed tag keeps Docker's layer cache warm for the next run.
     tag = "hello-pgtools:test"
     built = subprocess.run(
-        [
-            "docker",
-            "build",
-            "-q",
-            "-f",
-            str(REPO / "images/pgtools/Dockerfile"),
-            "--build-arg",
-            f"PGTOOLS_BASE_IMAGE={base}",
-            "-t",
-            tag,
-            str(context),
-        ],
+        ["docker", "build", "-q", "--build-arg", f"PGTOOLS_BASE_IMAGE={base}", "-t", tag, str(REPO / "tools/pgtools")],
         capture_output=True,
         text=True,
         timeout=900,
         check=False,
     )
     assert built.returncode == 0, built.stderr
+    frozen = subprocess.run(
+        ["docker", "run", "--rm", tag, "/opt/hello-pgtools/bin/pip", "list", "--format=freeze", "--exclude", "pip"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert frozen.returncode == 0, frozen.stderr
+    installed = {normalised(line) for line in frozen.stdout.split()}
+    assert "hello-pgtools==1.0.0" in installed
+    # Besides the package itself, the virtualenv's own setuptools (from Debian).
+    others = {pin for pin in installed if not pin.startswith(("hello-pgtools==", "setuptools=="))}
+    assert others == locked_pins(), "the image holds other packages than the lock"
     ran = subprocess.run(
         [
             "docker",

@@ -7,7 +7,7 @@ query's predicate_query first and the query only when it returns true, in each o
 target_databases, as the role cnpg_metrics_exporter, which inherits pg_monitor
 (pkg/management/postgres/metrics/parser.go and collector.go; docs/src/monitoring.md). Here the
 rendered queries run the same way against a real PostgreSQL, as a role that is only a member
-of pg_monitor, before and after scripts/heartbeat and scripts/pg-dump-to-gcs wrote their rows.
+of pg_monitor, before and after heartbeat and pg-dump-to-gcs wrote their rows.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import uuid
 import pytest
 import yaml
 
-from support import run_script
+from support import run_tool
 from support.postgres import PG_BINDIR
 
 # The fields CloudNativePG 1.30.0 reads from a query (UserQuery, parser.go).
@@ -80,7 +80,7 @@ def test_the_heartbeat_query_reports_the_newest_row_to_pg_monitor(queries, expor
     assert [list(m) for m in query["metrics"]] == [["last_written_timestamp_seconds"]]
     # Before the first heartbeat the table is missing: the predicate keeps the query from failing.
     assert collect(query, exporter) is None
-    written = run_script("heartbeat", "--dsn", postgres_database.dsn, "--source", "test")
+    written = run_tool("heartbeat", "--dsn", postgres_database.dsn, "--source", "test")
     assert written.returncode == 0, written.stderr
     value = collect(query, exporter)
     assert value is not None and abs(float(value) - time.time()) < 60
@@ -92,7 +92,7 @@ def test_the_logical_backup_query_reports_the_newest_verified_dump(
     query = queries["ops_logical_backup"]
     assert collect(query, exporter) is None
     postgres_database.psql("create table users (username text primary key); insert into users values ('Ann')")
-    done = run_script(
+    done = run_tool(
         "pg-dump-to-gcs",
         "backup",
         "--dsn",

@@ -1,8 +1,8 @@
 """The restore drill's logical path and its verification, for real.
 
 A "primary" database (on ``postgres_server``) holds the service's tables, its migration
-table and heartbeats written by scripts/heartbeat; scripts/pg-dump-to-gcs dumps it into the
-GCS emulator; scripts/restore-drill restores the newest dump into a scratch database on a
+table and heartbeats written by the installed heartbeat; pg-dump-to-gcs dumps it into the
+GCS emulator; restore-drill restores the newest dump into a scratch database on a
 separate server (``scratch_postgres_server``), verifies it, and writes its JSON report under
 drills/ in the bucket. The negative tests break one thing each and expect a failed drill
 with the reason in the report.
@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import pytest
 
-from support import run_script
+from support import run_tool
 from support.net import free_port
 from support.postgres import start_standby
 
@@ -74,7 +74,7 @@ def drill_args(primary, scratch_server, bucket: str, *extra: str) -> list[str]:
 
 def run_drill(args: list[str], env: dict):
     """Run the drill; return (exit status, report dict, stderr)."""
-    done = run_script("restore-drill", *args, env=env)
+    done = run_tool("restore-drill", *args, env=env)
     try:
         report = json.loads(done.stdout)
     except ValueError:
@@ -99,15 +99,13 @@ def primary(database_from):
     per run) and two heartbeats."""
     database = database_from(SERVICE_SCHEMA)
     for _ in range(2):
-        written = run_script("heartbeat", "--dsn", database.dsn, "--source", "primary/test")
+        written = run_tool("heartbeat", "--dsn", database.dsn, "--source", "primary/test")
         assert written.returncode == 0, written.stderr
     return database
 
 
 def take_dump(primary, bucket: str, env: dict) -> dict:
-    done = run_script(
-        "pg-dump-to-gcs", "backup", "--dsn", primary.dsn, "--bucket", bucket, "--cluster", CLUSTER, env=env
-    )
+    done = run_tool("pg-dump-to-gcs", "backup", "--dsn", primary.dsn, "--bucket", bucket, "--cluster", CLUSTER, env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -142,7 +140,7 @@ def test_logical_drill_restores_the_newest_dump_and_reports(
     env = gcs_emulator.env()
     take_dump(primary, gcs_bucket, env)  # an older dump, which the drill must not pick
     primary.psql("insert into users values ('newest', '1990-05-17', now())")
-    assert run_script("heartbeat", "--dsn", primary.dsn).returncode == 0
+    assert run_tool("heartbeat", "--dsn", primary.dsn).returncode == 0
     newest = take_dump(primary, gcs_bucket, {**env})
     server, received = pushgateway
     gateway = f"http://127.0.0.1:{server.server_port}"
@@ -242,7 +240,7 @@ def test_drill_fails_when_the_rpo_is_above_its_threshold(
 ):
     postgres_database = database_from(SERVICE_SCHEMA)
     # The heartbeat writer stopped two hours ago.
-    assert run_script("heartbeat", "--dsn", postgres_database.dsn).returncode == 0
+    assert run_tool("heartbeat", "--dsn", postgres_database.dsn).returncode == 0
     postgres_database.psql("update ops_heartbeat set written_at = written_at - interval '2 hours'")
     take_dump(postgres_database, gcs_bucket, gcs_emulator.env())
 
@@ -285,7 +283,7 @@ def test_drill_names_the_check_that_failed(
 def test_verify_checks_a_database_restored_elsewhere(primary, gcs_emulator, gcs_bucket):
     """The physical path's role restores a CloudNativePG cluster and calls ``verify``."""
     started = dt.datetime.now(dt.UTC).isoformat()
-    done = run_script(
+    done = run_tool(
         "restore-drill",
         "verify",
         "--dsn",
@@ -321,7 +319,7 @@ def test_verify_checks_a_database_restored_elsewhere(primary, gcs_emulator, gcs_
 def test_verify_fails_on_a_copy_still_in_recovery(primary, postgres_server, gcs_emulator, gcs_bucket):
     standby = start_standby(postgres_server)
     try:
-        done = run_script(
+        done = run_tool(
             "restore-drill",
             "verify",
             "--dsn",
@@ -349,7 +347,7 @@ def test_verify_fails_on_a_copy_still_in_recovery(primary, postgres_server, gcs_
 
 
 def test_a_report_that_cannot_be_written_fails_the_drill(primary, gcs_emulator):
-    done = run_script(
+    done = run_tool(
         "restore-drill",
         "verify",
         "--dsn",
@@ -374,7 +372,7 @@ def test_a_report_that_cannot_be_written_fails_the_drill(primary, gcs_emulator):
 
 
 def test_an_unreachable_pushgateway_fails_the_drill(primary, gcs_emulator, gcs_bucket):
-    done = run_script(
+    done = run_tool(
         "restore-drill",
         "verify",
         "--dsn",
@@ -398,16 +396,16 @@ def test_an_unreachable_pushgateway_fails_the_drill(primary, gcs_emulator, gcs_b
 
 
 def test_heartbeat_creates_its_table_and_prunes_old_rows(postgres_database):
-    first = run_script("heartbeat", "--dsn", postgres_database.dsn, "--source", "a")
+    first = run_tool("heartbeat", "--dsn", postgres_database.dsn, "--source", "a")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["source"] == "a"
     postgres_database.psql("insert into ops_heartbeat values (now() - interval '8 days', 'ancient')")
-    assert run_script("heartbeat", "--dsn", postgres_database.dsn, "--keep-days", "7").returncode == 0
+    assert run_tool("heartbeat", "--dsn", postgres_database.dsn, "--keep-days", "7").returncode == 0
     assert postgres_database.psql("select string_agg(source, ',' order by written_at) from ops_heartbeat") == "a,"
 
 
 def test_heartbeat_fails_loudly_on_a_bad_connection(postgres_server, postgres_database):
-    done = run_script("heartbeat", "--dsn", postgres_server.dsn(postgres_database.name, password="wrong"))
+    done = run_tool("heartbeat", "--dsn", postgres_server.dsn(postgres_database.name, password="wrong"))
     assert done.returncode == 1
     assert (
         done.stderr.startswith("heartbeat: write-heartbeat failed:") and "password authentication failed" in done.stderr
@@ -415,10 +413,10 @@ def test_heartbeat_fails_loudly_on_a_bad_connection(postgres_server, postgres_da
 
 
 def test_heartbeat_refuses_to_write_on_a_standby(postgres_server, postgres_database):
-    assert run_script("heartbeat", "--dsn", postgres_database.dsn).returncode == 0
+    assert run_tool("heartbeat", "--dsn", postgres_database.dsn).returncode == 0
     standby = start_standby(postgres_server)
     try:
-        done = run_script("heartbeat", "--dsn", standby.dsn(postgres_database.name))
+        done = run_tool("heartbeat", "--dsn", standby.dsn(postgres_database.name))
     finally:
         standby.stop()
     assert done.returncode == 1

@@ -2,7 +2,7 @@
 
 The role reads a drill's JSON report from its Job's log, where the pod's standard output (the
 report) and standard error (progress and the metrics line) arrive on one stream. Here the
-real scripts/restore-drill verifies a real PostgreSQL database with both streams on one pipe,
+real restore-drill verifies a real PostgreSQL database with both streams on one pipe,
 and the role's own expression (roles/restore_drill/vars/main.yml) must find in that log exactly
 the report the script wrote to the GCS emulator. Without a cluster, a drill must stop at its
 first precondition with a message naming the kubeconfig context. The backup preconditions are
@@ -13,11 +13,11 @@ Backup objects), each failure naming its timestamps and what to check.
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
 
+from support import tool
 from support.playbooks import RECORDED_TOOLS, REPO, ansible, copy_inventory, write_play, write_role_tasks_play
 
 SCHEMA = """
@@ -32,8 +32,7 @@ def drill_log(database, bucket: str, emulator, *extra: str) -> tuple[int, list[s
     """Run restore-drill verify with stdout and stderr on one pipe, as a pod's log has them."""
     done = subprocess.run(
         [
-            sys.executable,
-            str(REPO / "scripts/restore-drill"),
+            tool("restore-drill"),
             "verify",
             "--dsn",
             database.dsn,
@@ -111,7 +110,7 @@ def restored_copy(postgres_database):
     """A database as a restore leaves it: the service's tables and heartbeats."""
     postgres_database.psql(SCHEMA)
     written = subprocess.run(
-        [sys.executable, str(REPO / "scripts/heartbeat"), "--dsn", postgres_database.dsn],
+        [tool("heartbeat"), "--dsn", postgres_database.dsn],
         capture_output=True,
         text=True,
         check=False,

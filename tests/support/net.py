@@ -40,7 +40,8 @@ class FaultyProxy(threading.Thread):
     """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port``. For requests that start with PUT
     it closes the connection after ``cut_after`` bytes, or flips the byte at offset ``flip_at``
     (or, with ``garble_reply_md5``, changes the MD5 the reply reports); for media downloads
-    (``alt=media``) it flips byte ``flip_reply_at`` of the reply. ``faults`` counts what it did."""
+    (``alt=media``) it flips byte ``flip_reply_at`` of the reply. ``faults`` counts what it did;
+    with ``limit`` it does no more than that many (a fault that a retry then gets past)."""
 
     def __init__(
         self,
@@ -49,8 +50,10 @@ class FaultyProxy(threading.Thread):
         flip_at: int | None = None,
         flip_reply_at: int | None = None,
         garble_reply_md5: bool = False,
+        limit: int | None = None,
     ):
         super().__init__(daemon=True)
+        self.limit = limit
         self.garble_reply_md5 = garble_reply_md5
         self.target_port = target_port
         self.cut_after = cut_after
@@ -89,13 +92,13 @@ class FaultyProxy(threading.Thread):
                     flip = self.flip_reply_at if b"alt=media" in data.split(b"\r\n", 1)[0] else None
                     garble = self.garble_reply_md5 and is_put
                     threading.Thread(target=self._pipe, args=(upstream, client, flip, garble), daemon=True).start()
-                if is_put and self.cut_after is not None and offset + len(data) > self.cut_after:
+                if is_put and self.cut_after is not None and offset + len(data) > self.cut_after and self._may():
                     upstream.sendall(data[: self.cut_after - offset])
                     self.faults += 1
                     # Drop both sides mid-body, as a network failure would.
                     shut_down(upstream, client)
                     return
-                if is_put and self.flip_at is not None and offset <= self.flip_at < offset + len(data):
+                if is_put and self.flip_at is not None and offset <= self.flip_at < offset + len(data) and self._may():
                     data = bytearray(data)
                     data[self.flip_at - offset] ^= 0xFF
                     data = bytes(data)
@@ -107,14 +110,14 @@ class FaultyProxy(threading.Thread):
         offset = 0
         try:
             while data := source.recv(65536):
-                marker = data.find(b'"md5Hash": "') if garble_md5 else -1
+                marker = data.find(b'"md5Hash": "') if garble_md5 and self._may() else -1
                 if marker >= 0:
                     # Same length, another base64 digit: the JSON stays valid, the MD5 is wrong.
                     at = marker + len(b'"md5Hash": "')
                     data = data[:at] + (b"B" if data[at : at + 1] == b"A" else b"A") + data[at + 1 :]
                     garble_md5 = False
                     self.faults += 1
-                if flip_at is not None and offset <= flip_at < offset + len(data):
+                if flip_at is not None and offset <= flip_at < offset + len(data) and self._may():
                     data = bytearray(data)
                     data[flip_at - offset] ^= 0xFF
                     data = bytes(data)
@@ -125,6 +128,9 @@ class FaultyProxy(threading.Thread):
             pass
         finally:
             shut_down(sink, how=socket.SHUT_WR)
+
+    def _may(self) -> bool:
+        return self.limit is None or self.faults < self.limit
 
     def close(self) -> None:
         self.listener.close()

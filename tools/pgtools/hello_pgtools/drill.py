@@ -232,13 +232,13 @@ def run_logical(
     created = False
     try:
         item = logical.newest_dump(gcs, folder)
-        taken = logical.dump_time(item["name"])
+        taken = logical.dump_time(item.name)
         drill.backups.append(
             {
-                "id": f"gs://{folder.bucket}/{item['name']}",
-                "generation": item.get("generation"),
-                "size_bytes": int(item.get("size", 0)),
-                "md5": item.get("md5Hash"),
+                "id": f"gs://{folder.bucket}/{item.name}",
+                "generation": str(item.generation),
+                "size_bytes": item.size,
+                "md5": item.md5_hash,
                 "taken_at": logical.iso(taken),
             }
         )
@@ -250,11 +250,11 @@ def run_logical(
             f"newest dump taken {logical.iso(taken)}, {age:.0f}s before the drill"
             + (f", threshold {limit:g}s" if limit is not None else ""),
         )
-        log(f"restoring gs://{folder.bucket}/{item['name']} into database {scratch!r} of {target}")
+        log(f"restoring gs://{folder.bucket}/{item.name} into database {scratch!r} of {target}")
         with tempfile.TemporaryDirectory(prefix="restore-drill-") as tmp:
             archive = Path(tmp) / "database.dump"
-            entries = logical.download(gcs, folder.bucket, item, archive)
-            drill.record("download", True, f"{item.get('size')} bytes, MD5 matches GCS, {entries} archive entries")
+            entries = logical.download(gcs, item, archive)
+            drill.record("download", True, f"{item.size} bytes, MD5 matches GCS, {entries} archive entries")
             logical.drop_database(copy)
             logical.create_database(copy)
             created = True

@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.cloud.storage import Blob
+
 from .errors import StepFailed
-from .gcs import Gcs, GcsError, md5_base64
+from .gcs import ChecksumMismatch, Gcs, GcsError, md5_base64
 from .postgres import (
     ClientError,
     Database,
@@ -67,7 +69,20 @@ def dump_time(name: str) -> dt.datetime | None:
     return dt.datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
 
 
-def list_dumps(gcs: Gcs, folder: DumpFolder) -> list[dict]:
+def describe(blob: Blob) -> dict:
+    """What ``list --json`` prints of a dump: the object's name, generation, size, MD5,
+    creation time and metadata."""
+    return {
+        "name": blob.name,
+        "generation": str(blob.generation),
+        "size": blob.size,
+        "md5Hash": blob.md5_hash,
+        "timeCreated": iso(blob.time_created) if blob.time_created else None,
+        "metadata": blob.metadata or {},
+    }
+
+
+def list_dumps(gcs: Gcs, folder: DumpFolder) -> list[Blob]:
     """The dumps in a folder, newest first; objects not named like a dump are ignored."""
     try:
         items = gcs.list_objects(folder.bucket, folder.path)
@@ -78,11 +93,11 @@ def list_dumps(gcs: Gcs, folder: DumpFolder) -> list[dict]:
             "that the bucket exists and the service account may list it (roles/storage.objectViewer)",
         ) from error
     # Only direct children: a deeper "folder" belongs to someone else.
-    dumps = [item for item in items if "/" not in item["name"][len(folder.path) :] and dump_time(item["name"])]
-    return sorted(dumps, key=lambda item: item["name"], reverse=True)
+    dumps = [item for item in items if "/" not in item.name[len(folder.path) :] and dump_time(item.name)]
+    return sorted(dumps, key=lambda item: item.name, reverse=True)
 
 
-def newest_dump(gcs: Gcs, folder: DumpFolder) -> dict:
+def newest_dump(gcs: Gcs, folder: DumpFolder) -> Blob:
     dumps = list_dumps(gcs, folder)
     if not dumps:
         raise StepFailed(
@@ -101,16 +116,16 @@ def prune(gcs: Gcs, folder: DumpFolder, retention_days: int, keep_newest: int, n
     cutoff = now - dt.timedelta(days=retention_days)
     deleted = []
     for item in list_dumps(gcs, folder)[keep_newest:]:
-        if dump_time(item["name"]) < cutoff:
+        if dump_time(item.name) < cutoff:
             try:
-                gcs.delete_object(folder.bucket, item["name"])
+                gcs.delete_object(folder.bucket, item.name, item.generation)
             except GcsError as error:
                 raise StepFailed(
                     "prune",
-                    f"cannot delete gs://{folder.bucket}/{item['name']}: {error}",
+                    f"cannot delete gs://{folder.bucket}/{item.name}: {error}",
                     "that the service account may delete objects (roles/storage.objectUser)",
                 ) from error
-            deleted.append(item["name"])
+            deleted.append(item.name)
     return deleted
 
 
@@ -200,26 +215,25 @@ def backup(
         }
         try:
             stored = gcs.upload(bucket, name, archive, CONTENT_TYPE, metadata)
+        except ChecksumMismatch as error:
+            raise StepFailed(
+                "checksum",
+                f"GCS stored gs://{bucket}/{name} with another MD5 than the dump's {md5} ({error}); "
+                "the object was deleted",
+                "the network path to GCS and run the backup again",
+            ) from error
         except GcsError as error:
             raise StepFailed(
                 "upload",
                 f"cannot upload gs://{bucket}/{name}: {error}",
                 "the network path to GCS and the service account's write access; no object was created",
             ) from error
-    if stored.get("md5Hash") != md5 or str(stored.get("size")) != str(size):
-        _delete_quietly(gcs, bucket, name)
-        raise StepFailed(
-            "checksum",
-            f"GCS stored gs://{bucket}/{name} with MD5 {stored.get('md5Hash')} and size {stored.get('size')}, "
-            f"the dump has MD5 {md5} and size {size}; the object was deleted",
-            "the network path to GCS and run the backup again",
-        )
     pruned = prune(gcs, folder, retention_days, keep_newest, started)
     _record(db, f"gs://{bucket}/{name}", size)
     return {
         "object": f"gs://{bucket}/{name}",
         "name": name,
-        "generation": stored.get("generation"),
+        "generation": str(stored.generation),
         "size_bytes": size,
         "md5": md5,
         "toc_entries": entries,
@@ -257,33 +271,27 @@ def _record(db: Database, uri: str, size: int) -> None:
         ) from error
 
 
-def _delete_quietly(gcs: Gcs, bucket: str, name: str) -> None:
-    try:
-        gcs.delete_object(bucket, name)
-    except GcsError:
-        pass
-
-
-def download(gcs: Gcs, bucket: str, item: dict, destination: Path) -> int:
-    """Download a dump object, compare its MD5 with what GCS reports, read its contents list.
+def download(gcs: Gcs, item: Blob, destination: Path) -> int:
+    """Download a dump object (the generation listed), check its MD5 against what GCS
+    reports, read its contents list.
 
     Returns the archive's table-of-contents entry count.
     """
-    url = f"gs://{bucket}/{item['name']}"
+    url = f"gs://{item.bucket.name}/{item.name}"
     try:
-        received = gcs.download(bucket, item["name"], destination, item.get("generation"))
+        gcs.download(item, destination)
+    except ChecksumMismatch as error:
+        raise StepFailed(
+            "checksum",
+            f"downloaded {url} does not have the MD5 GCS reports, {item.md5_hash} ({error})",
+            "the network path to GCS and download again",
+        ) from error
     except GcsError as error:
         raise StepFailed(
             "download",
             f"cannot download {url}: {error}",
             "that the object still exists and the service account may read it (roles/storage.objectViewer)",
         ) from error
-    if item.get("md5Hash") and received != item["md5Hash"]:
-        raise StepFailed(
-            "checksum",
-            f"downloaded {url} has MD5 {received}, GCS reports {item['md5Hash']}",
-            "the network path to GCS and download again",
-        )
     return verify_archive(destination, url)
 
 

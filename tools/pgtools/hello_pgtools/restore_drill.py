@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Restore drills: prove a backup by restoring it, checking it, timing it and reporting.
 
   logical   find the newest pg_dump under gs://BUCKET/PREFIX/CLUSTER/DATABASE/, check its age,
@@ -32,8 +31,8 @@ hello_restore_drill_{success,rto_seconds,rpo_seconds,data_size_bytes,last_run_ti
 Exit status: 0 the drill passed and its report was written, 1 the drill failed (the reason
 is the report's "failure", also printed on stderr; a report or metrics push that could not
 be written fails the drill too, and the printed report says so), 2 bad usage. GCS access as
-for pg-dump-to-gcs (STORAGE_EMULATOR_HOST, GOOGLE_OAUTH_ACCESS_TOKEN, or the GKE metadata
-server).
+for pg-dump-to-gcs (STORAGE_EMULATOR_HOST, else google.auth.default(): on GKE the metadata
+server, Workload Identity).
 
 Examples:
   restore-drill logical --bucket hello-backups --cluster hello-db --database app \\
@@ -51,16 +50,13 @@ import datetime as dt
 import json
 import re
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
-
-from hello_pgtools import drill as drills
-from hello_pgtools import logical
-from hello_pgtools.cli import EnvDefaults, positive_float, run
-from hello_pgtools.errors import StepFailed
-from hello_pgtools.gcs import Gcs
-from hello_pgtools.postgres import Database
+from . import drill as drills
+from . import logical
+from .cli import EnvDefaults, positive_float, run
+from .errors import StepFailed
+from .gcs import Gcs
+from .postgres import Database
 
 PROG = "restore-drill"
 
@@ -184,9 +180,9 @@ def log(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: list[str]) -> int:
+def command(argv: list[str]) -> int:
     args = parse_args(argv)
-    gcs = Gcs.from_environment()
+    gcs = Gcs()
     thresholds = drills.Thresholds(
         args.max_rto_seconds, args.max_rpo_seconds, getattr(args, "max_backup_age_seconds", None)
     )
@@ -230,5 +226,10 @@ def main(argv: list[str]) -> int:
     return 0 if drill.passed else 1
 
 
+def main() -> None:
+    """The console entry point ``restore-drill``."""
+    run(PROG, lambda: command(sys.argv[1:]))
+
+
 if __name__ == "__main__":
-    run(PROG, lambda: main(sys.argv[1:]))
+    main()

@@ -1,25 +1,26 @@
-#!/usr/bin/env python3
 """Logical backups of a PostgreSQL database to Google Cloud Storage, and their way back.
 
   backup    pg_dump --format=custom into a local temporary file, check that pg_restore can
-            read it, upload it in one request (GCS creates the object only when complete and
-            its MD5 matches), compare the MD5 and size GCS reports with the local file, then
-            delete dumps older than --retention-days while always keeping the --keep-newest
-            newest, and record the dump in the dumped database (table ops_logical_backup,
-            readable by pg_monitor: the exporter reports its age for an alert). The object
-            is gs://BUCKET/PREFIX/CLUSTER/DATABASE/<UTC start>.dump with metadata
-            hello-source, hello-database, hello-cluster, hello-pg-server-version,
-            hello-pg-dump-version, hello-size-bytes, hello-md5, hello-toc-entries,
-            hello-started-at. Prints a JSON summary on stdout.
-  list      the dumps of one database, newest first (--json for the object resources)
+            read it, upload it as a resumable upload (GCS creates the object only when every
+            byte has arrived and the MD5 declared up front matches), compare the MD5 GCS
+            reports with the bytes sent, then delete dumps older than --retention-days while
+            always keeping the --keep-newest newest, and record the dump in the dumped
+            database (table ops_logical_backup, readable by pg_monitor: the exporter reports
+            its age for an alert). The object is gs://BUCKET/PREFIX/CLUSTER/DATABASE/<UTC
+            start>.dump with metadata hello-source, hello-database, hello-cluster,
+            hello-pg-server-version, hello-pg-dump-version, hello-size-bytes, hello-md5,
+            hello-toc-entries, hello-started-at. Prints a JSON summary on stdout.
+  list      the dumps of one database, newest first (--json: name, generation, size, MD5,
+            creation time and metadata of each)
   download  fetch a dump (--object, else the newest), check its MD5 and contents list
   restore   download as above, then pg_restore into --target-dsn (an empty database;
             --create-database creates it first); owners and privileges are not restored
   prune     apply the retention rule alone
 
 Connections are libpq DSNs (postgresql://user:password@host:port/db or key=value form);
-GCS access comes from STORAGE_EMULATOR_HOST (an emulator, no credentials),
-GOOGLE_OAUTH_ACCESS_TOKEN, or the GKE metadata server (Workload Identity).
+GCS access goes through google-cloud-storage, with STORAGE_EMULATOR_HOST (an emulator, no
+credentials) or else google.auth.default()'s credentials: on GKE the metadata server (Workload
+Identity), on a workstation `gcloud auth application-default login`.
 Exit status: 0 done, 1 a step failed (one line on stderr: the step, the problem and what to
 check), 2 bad usage.
 
@@ -37,13 +38,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
+from google.cloud.storage import Blob
 
-from hello_pgtools import logical
-from hello_pgtools.cli import EnvDefaults, non_negative_int, positive_int, run
-from hello_pgtools.errors import StepFailed
-from hello_pgtools.gcs import Gcs, GcsError
-from hello_pgtools.postgres import Database
+from . import logical
+from .cli import EnvDefaults, non_negative_int, positive_int, run
+from .errors import StepFailed
+from .gcs import Gcs, GcsError
+from .postgres import Database
 
 PROG = "pg-dump-to-gcs"
 
@@ -122,7 +123,7 @@ def _folder(args: argparse.Namespace) -> logical.DumpFolder:
     return logical.DumpFolder(args.bucket, args.prefix, args.cluster, args.database)
 
 
-def _chosen_dump(gcs: Gcs, args: argparse.Namespace) -> dict:
+def _chosen_dump(gcs: Gcs, args: argparse.Namespace) -> Blob:
     folder = _folder(args)
     if not args.object:
         return logical.newest_dump(gcs, folder)
@@ -137,9 +138,9 @@ def _chosen_dump(gcs: Gcs, args: argparse.Namespace) -> dict:
         raise StepFailed("find-dump", f"cannot read gs://{args.bucket}/{args.object}: {error}", hint) from error
 
 
-def main(argv: list[str]) -> int:
+def command(argv: list[str]) -> int:
     args = parse_args(argv)
-    gcs = Gcs.from_environment()
+    gcs = Gcs()
     if args.command == "backup":
         summary = logical.backup(
             gcs,
@@ -156,25 +157,25 @@ def main(argv: list[str]) -> int:
     if args.command == "list":
         dumps = logical.list_dumps(gcs, _folder(args))
         if args.json:
-            print(json.dumps(dumps, indent=2))
+            print(json.dumps([logical.describe(item) for item in dumps], indent=2))
         else:
             for item in dumps:
-                print(f"{item['name']}\t{item.get('size')}\t{item.get('timeCreated')}")
+                print(f"{item.name}\t{item.size}\t{logical.iso(item.time_created)}")
         return 0
     if args.command == "prune":
         deleted = logical.prune(gcs, _folder(args), args.retention_days, args.keep_newest, logical.utc_now())
         print(json.dumps({"pruned": deleted}, indent=2))
         return 0
     item = _chosen_dump(gcs, args)
-    described = f"gs://{args.bucket}/{item['name']}"
+    described = f"gs://{args.bucket}/{item.name}"
     if args.command == "download":
-        entries = logical.download(gcs, args.bucket, item, args.output)
+        entries = logical.download(gcs, item, args.output)
         print(json.dumps({"object": described, "file": str(args.output), "toc_entries": entries}, indent=2))
         return 0
     target = Database(args.target_dsn)
     with tempfile.TemporaryDirectory(prefix="pg-restore-") as tmp:
         archive = Path(tmp) / "database.dump"
-        entries = logical.download(gcs, args.bucket, item, archive)
+        entries = logical.download(gcs, item, archive)
         if args.create_database:
             logical.create_database(target)
         logical.restore(archive, target, described, args.jobs)
@@ -182,5 +183,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def main() -> None:
+    """The console entry point ``pg-dump-to-gcs``."""
+    run(PROG, lambda: command(sys.argv[1:]))
+
+
 if __name__ == "__main__":
-    run(PROG, lambda: main(sys.argv[1:]))
+    main()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write one heartbeat row into the app database: the restore drills' RPO yardstick.
 
 Run every minute by a CronJob in the primary region. Creates the table when it is missing:
@@ -21,13 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
-
-from hello_pgtools.cli import EnvDefaults, non_negative_int, run
-from hello_pgtools.errors import StepFailed
-from hello_pgtools.postgres import ClientError, Database
+from .cli import EnvDefaults, non_negative_int, run
+from .errors import StepFailed
+from .postgres import ClientError, Database
 
 PROG = "heartbeat"
 
@@ -53,7 +49,7 @@ def sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def main(argv: list[str]) -> int:
+def command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -84,5 +80,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def main() -> None:
+    """The console entry point ``heartbeat``."""
+    run(PROG, lambda: command(sys.argv[1:]))
+
+
 if __name__ == "__main__":
-    run(PROG, lambda: main(sys.argv[1:]))
+    main()
