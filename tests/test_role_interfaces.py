@@ -27,6 +27,7 @@ TEMPLATE_OWNERS = {
     "drill": "restore_drill",
     "kind": "kind_gcs",
     "namespaces": "namespaces",
+    "alerting": "alerting",
 }
 PRIVATE = re.compile(r"\b__(" + "|".join(ROLES) + r")_\w+")
 ANY_PRIVATE = re.compile(r"\b__[a-z]\w*")

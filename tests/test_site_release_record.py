@@ -9,18 +9,13 @@ test API per region (tests/support/kube_api.py) in which europe-west4 holds the 
 gets to the release's first write in europe-west4, which the test API refuses.
 """
 
-import os
-
 import pytest
 import yaml
 
-from support.kube_api import SERVICES_PATH, RegionApi, cluster, fake_gcloud, write_kubeconfig
+from support.kube_api import PRODUCTION_CONTEXTS, SERVICES_PATH, RegionApi, cluster, run_playbook
 from support.playbooks import REPO, copy_inventory
 
-CONTEXTS = {
-    "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
-    "europe-west4": "gke_hello-platform-production_europe-west4_hello-production-europe-west4",
-}
+CONTEXTS = PRODUCTION_CONTEXTS
 DIGEST = "sha256:" + "e" * 64
 RECORD_TASK = "Read the record playbooks/image.yml wrote (digest, version, commit)"
 
@@ -37,27 +32,19 @@ def test_the_release_after_a_switchover_starts_in_the_dr_region_with_the_image_r
         yaml.safe_dump({"hello_image_digest": DIGEST, "hello_image_version": "1.2.3", "hello_image_commit": "0123abc"})
     )
     apis = {region: RegionApi(cluster(region, "europe-west4")) for region in CONTEXTS}
-    try:
-        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", CONTEXTS, apis)
-        bin_dir = fake_gcloud(tmp_path / "bin", tmp_path / "gcloud-calls.jsonl")
-        result = ansible(
-            "ansible-playbook",
-            "-i",
-            inventory,
-            "playbooks/site.yml",
-            "--start-at-task",
-            RECORD_TASK,
-            "-e",
-            "hello_confirm_environment=production",
-            env={
-                "KUBECONFIG": str(kubeconfig),
-                "K8S_AUTH_KUBECONFIG": str(kubeconfig),
-                "PATH": f"{bin_dir}:{os.environ['PATH']}",
-            },
-        )
-    finally:
-        for api in apis.values():
-            api.close()
+    result = run_playbook(
+        ansible,
+        tmp_path,
+        CONTEXTS,
+        apis,
+        "-i",
+        inventory,
+        "playbooks/site.yml",
+        "--start-at-task",
+        RECORD_TASK,
+        "-e",
+        "hello_confirm_environment=production",
+    )
     output = result.stdout + result.stderr
     flat = " ".join(output.split())
     assert f"TASK [{RECORD_TASK}]" in output

@@ -14,6 +14,7 @@ server does not answer, like a lost region. ``fake_gcloud(bin_dir, log)`` puts a
 """
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +25,13 @@ CLUSTER_PATH = "/apis/postgresql.cnpg.io/v1/namespaces/hello/clusters/hello-db"
 SERVICES_PATH = "/api/v1/namespaces/hello/services"
 DEPLOYMENTS_PATH = "/apis/apps/v1/namespaces/hello/deployments"
 OTHER_REGION = {"europe-west1": "europe-west4", "europe-west4": "europe-west1"}
+
+
+# The kube-config contexts of the production inventory's clusters (hello_kube_context), by region.
+PRODUCTION_CONTEXTS = {
+    "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
+    "europe-west4": "gke_hello-platform-production_europe-west4_hello-production-europe-west4",
+}
 
 
 def cluster(region, primary_region, *, ready=True, archiving=True, ready_instances=3, promotion_token=""):
@@ -189,6 +197,8 @@ class RegionApi:
         self.accept_secrets = accept_secrets
         self.release = release or {"services": [], "deployments": []}
         self.requests = []
+        # Secrets applied (accept_secrets): path -> the object as the run sent it.
+        self.applied = {}
         self.webhook_refusals = []
         api = self
 
@@ -206,6 +216,7 @@ class RegionApi:
                     applied = json.loads(body)
                     applied["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000001")
                     applied["metadata"].setdefault("resourceVersion", "1")
+                    api.applied[path] = applied
                     self.reply(applied)
                     return
                 if self.command == "PATCH" and self.path.split("?")[0] == CLUSTER_PATH and api.cluster:
@@ -312,6 +323,29 @@ def write_kubeconfig(path, contexts, apis):
     config["current-context"] = next(iter(contexts.values()))
     Path(path).write_text(yaml.safe_dump(config))
     return Path(path)
+
+
+def run_env(kubeconfig, bin_dir):
+    """The environment of an ansible-playbook run against the test APIs of ``kubeconfig``, with
+    the recording ``gcloud`` of ``bin_dir`` first on PATH."""
+    return {
+        "KUBECONFIG": str(kubeconfig),
+        "K8S_AUTH_KUBECONFIG": str(kubeconfig),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+
+
+def run_playbook(ansible, tmp_path, contexts, apis, *args):
+    """``ansible-playbook *args`` against ``apis`` (region -> test API, each closed after the run),
+    reached through ``contexts`` (region -> kube-config context), with the recording ``gcloud``
+    (its calls in ``tmp_path/gcloud-calls.jsonl``)."""
+    try:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", contexts, apis)
+        bin_dir = fake_gcloud(tmp_path / "bin", tmp_path / "gcloud-calls.jsonl")
+        return ansible("ansible-playbook", *args, env=run_env(kubeconfig, bin_dir))
+    finally:
+        for api in apis.values():
+            api.close()
 
 
 def fake_gcloud(bin_dir, log):
