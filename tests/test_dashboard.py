@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from support import REPO
+from support.gcloud import FakeProject
+from support.playbooks import write_role_tasks_play
 from support.render import ENVIRONMENTS
 
 DISCOVERY = resources.files("googleapiclient") / "discovery_cache" / "documents" / "monitoring.v1.json"
@@ -120,3 +122,48 @@ def test_every_query_is_promql_of_its_own_cluster(dashboards, tmp_path):
     checked = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(rules)} rules found" in checked.stdout
+
+
+def test_a_release_creates_the_dashboards_then_replaces_them_only_when_they_change(ansible, tmp_path, gcloud_config):
+    """roles/hello_app's dashboard step, run as a release runs it, against the project the gcloud
+    test double keeps (tests/support/fake_gcloud.py, each command line parsed by the real gcloud)."""
+    project = FakeProject(tmp_path, "production", gcloud_config)
+    play = write_role_tasks_play(tmp_path / "play.yml", "hello_app", "dashboard", "Apply the dashboard")
+    build = (
+        "-e",
+        f"hello_repo_root={REPO}",
+        "-e",
+        f"hello_k8s_build_dir={tmp_path}/build/{{{{ inventory_hostname }}}}",
+    )
+
+    def run(*extra):
+        code, output, calls = project.run(*build, *extra, playbook=play)
+        assert code == 0, output[-3000:]
+        boards = json.loads(project.snapshot())["dashboards"]["hello-platform-production"]
+        return [call[2] for call in calls if call[:2] == ["monitoring", "dashboards"]], boards
+
+    verbs, boards = run()
+    assert sorted(verbs) == ["create", "create", "list", "list"]
+    assert sorted(board["displayName"] for board in boards.values()) == [
+        "hello production europe-west1",
+        "hello production europe-west4",
+    ]
+    verbs, unchanged = run()
+    assert verbs == ["list", "list"] and unchanged == boards
+    # A changed objective changes the thresholds drawn: each dashboard is replaced in place, by the
+    # etag it was read with (the double refuses a stale one, as the API does).
+    objective = ("-e", json.dumps({"hello_app_slo_availability_objective": 0.995}))
+    verbs, replaced = run(*objective)
+    assert sorted(verbs) == ["list", "list", "update", "update"]
+    assert replaced.keys() == boards.keys()
+    assert all(replaced[name]["etag"] != boards[name]["etag"] for name in boards)
+
+    # Two dashboards under a cluster's name: the run cannot tell which is the cluster's and stops.
+    state = json.loads(project.snapshot())
+    twin = dict(next(iter(replaced.values())), name="projects/hello-platform-production/dashboards/twin")
+    state["dashboards"]["hello-platform-production"][twin["name"]] = twin
+    project.state.write_text(json.dumps(state))
+    code, output, _ = project.run(*build, *objective, playbook=play)
+    assert code != 0
+    assert "this run cannot tell which is the cluster's" in " ".join(output.split())
+    assert json.loads(project.snapshot()) == state

@@ -237,6 +237,32 @@ def repositories(state, verb, positional, flags):
         fail(f"fake gcloud: artifacts repositories {verb} is not simulated", 3)
 
 
+def dashboards(state, verb, positional, flags):
+    """`monitoring dashboards list|create|update`: the project's Cloud Monitoring dashboards, shaped
+    as the API's Dashboard (monitoring.v1 discovery document: name projects/<p>/dashboards/<id>,
+    an etag the server sets and an update must carry: the update applies only to the version read)."""
+    project = flags["project"]
+    boards = state["dashboards"].setdefault(project, {})
+    if verb == "list":
+        print(json.dumps(list(boards.values())))
+        return
+    config = json.loads(Path(flags["config-from-file"]).read_text())
+    if verb == "create":
+        if "etag" in config:
+            fail("INVALID_ARGUMENT: etag should not be passed during dashboard creation")
+        name = f"projects/{project}/dashboards/{hashlib.sha256(json.dumps(config).encode()).hexdigest()[:12]}"
+    elif verb == "update":
+        name = positional[0]
+        if name not in boards:
+            fail(f"NOT_FOUND: Requested entity was not found. (resource {name})")
+        if config.get("etag", boards[name]["etag"]) != boards[name]["etag"]:
+            fail("ABORTED: etag mismatch: the dashboard changed since it was read")
+    else:
+        fail(f"fake gcloud: monitoring dashboards {verb} is not simulated", 3)
+    etag = hashlib.sha256(f"{name}{json.dumps(config)}{len(boards)}".encode()).hexdigest()[:32]
+    boards[name] = {**config, "name": name, "etag": etag}
+
+
 def clusters(state, verb, positional, flags):
     name = positional[0]
     key = f"{flags['project']}/{flags['region']}/{name}"
@@ -363,7 +389,16 @@ def main():
     lock = open(f"{state_file}.lock", "w")  # noqa: SIM115 (held until the process exits)
     fcntl.flock(lock, fcntl.LOCK_EX)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    for part in ("clusters", "service_accounts", "policies", "firewalls", "services", "buckets", "repositories"):
+    for part in (
+        "clusters",
+        "service_accounts",
+        "policies",
+        "firewalls",
+        "services",
+        "buckets",
+        "repositories",
+        "dashboards",
+    ):
         state.setdefault(part, {})
     unchanged = json.dumps(state)
     positional, flags = parse(argv)
@@ -379,6 +414,8 @@ def main():
         services(state, positional[1], positional[2:], flags)
     elif positional[:2] == ["storage", "buckets"]:
         buckets(state, positional[2], positional[3:], flags)
+    elif positional[:2] == ["monitoring", "dashboards"]:
+        dashboards(state, positional[2], positional[3:], flags)
     elif positional[:2] == ["artifacts", "repositories"]:
         repositories(state, positional[2], positional[3:], flags)
     elif tuple(positional[:2]) in handlers:

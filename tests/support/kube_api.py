@@ -349,7 +349,7 @@ def run_playbook(ansible, tmp_path, contexts, apis, *args):
 
 
 def fake_gcloud(bin_dir, log):
-    """A `gcloud` that records each command line (one JSON list a line) and succeeds."""
+    """A `gcloud` that records each command line (one JSON list a line) and succeeds, listing nothing."""
     bin_dir = Path(bin_dir)
     bin_dir.mkdir(parents=True, exist_ok=True)
     gcloud = bin_dir / "gcloud"
@@ -357,6 +357,9 @@ def fake_gcloud(bin_dir, log):
         "#!/usr/bin/env python3\nimport json, sys\n"
         f"with open({str(log)!r}, 'a') as log:\n"
         "    log.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        # A list in a project with nothing in it, as gcloud prints it with --format=json.
+        "if 'list' in sys.argv[1:] and '--format=json' in sys.argv[1:]:\n"
+        "    print('[]')\n"
     )
     gcloud.chmod(0o755)
     return bin_dir
