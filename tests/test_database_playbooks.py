@@ -413,6 +413,7 @@ def test_the_stand_in_api_refuses_a_create_into_a_missing_namespace_like_the_api
         api.close()
 
 
+@pytest.mark.slow  # a whole playbook run through many tasks
 def test_database_on_an_empty_cluster_creates_the_namespace_before_the_object_stores(ansible, tmp_path):
     """A first run of database.yml on kind against an empty cluster that refuses a create into a
     missing namespace like the API server (support.kube_api): the object stores' namespace exists
