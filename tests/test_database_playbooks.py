@@ -12,6 +12,8 @@ changing anything, with the message that tells the operator what to do.
 import base64
 import json
 import os
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
@@ -22,6 +24,7 @@ from support.kube_api import (
     RegionApi,
     cluster,
     fake_gcloud,
+    missing_namespace,
     service_release,
     start_regions,
     write_kubeconfig,
@@ -361,3 +364,81 @@ def test_database_refuses_a_tools_image_given_by_tag(ansible, regions):
     )
     assert code != 0
     assert "the logical backup CronJob runs an image by digest only" in " ".join(output.split())
+
+
+def test_the_stand_in_api_refuses_a_create_into_a_missing_namespace_like_the_api_server():
+    """support.kube_api.missing_namespace encodes NamespaceLifecycle (k8s.io/apiserver v0.35.0,
+    cited there): the exact Status body, for a create and for a server-side apply that creates;
+    once the namespace exists (a dry run does not create it), the same write reaches the
+    read-only store."""
+    api = RegionApi(None)
+
+    def send(method, path, body):
+        request = urllib.request.Request(api.url + path, data=json.dumps(body).encode(), method=method)
+        request.add_header("Content-Type", "application/apply-patch+yaml")
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "hello"}}
+    try:
+        assert send("POST", "/api/v1/namespaces/hello/secrets", secret) == (
+            404,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": 'namespaces "hello" not found',
+                "reason": "NotFound",
+                "details": {"name": "hello", "kind": "namespaces"},
+                "code": 404,
+            },
+        )
+        store = "/apis/barmancloud.cnpg.io/v1/namespaces/hello/objectstores/hello-db-kind"
+        assert send("PATCH", f"{store}?fieldManager=x", {}) == (404, missing_namespace("hello"))
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hello"}}
+        # A dry run (what --check sends) creates nothing.
+        assert send("PATCH", "/api/v1/namespaces/hello?fieldManager=x&dryRun=All", namespace)[0] == 200
+        assert send("PATCH", f"{store}?fieldManager=x", {})[0] == 404
+        assert api.namespace_refusals == ["hello"] * 3
+        assert send("PATCH", "/api/v1/namespaces/hello?fieldManager=x", namespace)[0] == 200
+        code, status = send("POST", "/api/v1/namespaces/hello/secrets", secret)
+        assert (code, status["reason"]) == (405, "MethodNotAllowed")
+        # kube-system exists on every cluster.
+        assert send("POST", "/api/v1/namespaces/kube-system/secrets", secret)[0] == 405
+    finally:
+        api.close()
+
+
+@pytest.mark.slow  # a whole playbook run through many tasks
+def test_database_on_an_empty_cluster_creates_the_namespace_before_the_object_stores(ansible, tmp_path):
+    """A first run of database.yml on kind against an empty cluster that refuses a create into a
+    missing namespace like the API server (support.kube_api): the object stores' namespace exists
+    by the time they are applied. (The operators are left out, as where the cluster's owner
+    installs them: Helm does not run here. The test API refuses the first object it is given.)"""
+    api = RegionApi(None)
+    try:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"kind": "kind-hello"}, {"kind": api})
+        code, output = run(
+            "database.yml",
+            "kind",
+            kubeconfig,
+            "-e",
+            f"postgres_app_password={PASSWORD}",
+            "-e",
+            json.dumps({"postgres_install_operators": False}),
+        )
+    finally:
+        api.close()
+    assert "TASK [backups : Apply the object stores]" in output
+    # Without the namespace first: 'namespaces "hello" not found' (support.kube_api.missing_namespace).
+    assert api.namespace_refusals == [], output[-3000:]
+    assert "read-only test API" in output
+    assert api.writes() == [
+        ("PATCH", "/api/v1/namespaces/hello"),
+        ("PATCH", "/apis/barmancloud.cnpg.io/v1/namespaces/hello/objectstores/hello-db-kind"),
+    ]
+    assert code != 0

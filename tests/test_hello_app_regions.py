@@ -4,9 +4,9 @@ test_site_release_record.py).
 
 Real ansible-playbook runs against the production inventory (two regions). Each region is a
 fake Kubernetes API on a loopback port (tests/support/kube_api.py) that answers the reads and
-refuses every write, recording it: so a run shows where it would have changed something first,
-and a region with no server does not answer, like a lost region. A stand-in gcloud records the
-credentials the playbooks fetch.
+refuses every write but a namespace's, recording it: so a run shows where it would have changed
+something, and a region with no server does not answer, like a lost region. A stand-in gcloud
+records the credentials the playbooks fetch.
 """
 
 import json

@@ -55,21 +55,23 @@ def test_no_pod_is_tied_to_a_gke_node_pool(kind_objects):
             assert not doc["spec"].get("affinity", {}).get("nodeSelector"), name
 
 
-# The labels kind puts on its node (kind v0.29's kubeadm and kubelet defaults): no zone, no region.
+# The labels of the one node the rehearsal's kind (v0.31.0) creates: the kubelet's own and
+# kubeadm's control-plane role; kind removes kubeadm's exclude-from-external-load-balancers from
+# a lone node (pkg/cluster/internal/create/actions/kubeadminit/init.go) and adds no zone or region.
 KIND_NODE_LABELS = {
     "kubernetes.io/arch",
     "kubernetes.io/hostname",
     "kubernetes.io/os",
     "node-role.kubernetes.io/control-plane",
-    "node.kubernetes.io/exclude-from-external-load-balancers",
 }
 
 
 def test_every_required_spread_key_is_a_label_of_kinds_node(kind_objects):
     """kube-scheduler's PodTopologySpread filter refuses a node that lacks the topologyKey of a
     DoNotSchedule constraint ("node(s) didn't match pod topology spread constraints (missing
-    required label)", ErrReasonNodeLabelNotMatch in kubernetes' pkg/scheduler/framework/plugins/
-    podtopologyspread; kubernetes/kubernetes#95812): on kind such a pod stays Pending."""
+    required label)", UnschedulableAndUnresolvable: PodTopologySpread.Filter in kubernetes'
+    pkg/scheduler/framework/plugins/podtopologyspread/filtering.go, read at kubernetes commit
+    01c2588b; kubernetes/kubernetes#95812): on kind such a pod stays Pending."""
     required = {
         (name, constraint["topologyKey"])
         for name, _, spec in pod_specs(kind_objects)

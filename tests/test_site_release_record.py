@@ -6,7 +6,8 @@ ansible-playbook run of site.yml, started at the task that reads the record (the
 it create clusters, build the image and run the database, which need Google Cloud), against a
 copy of the production inventory whose repository root holds that record, and one read-only
 test API per region (tests/support/kube_api.py) in which europe-west4 holds the primary. The run
-gets to the release's first write in europe-west4, which the test API refuses.
+gets to the release's first object in europe-west4 after its namespace, which the test API
+refuses.
 """
 
 import pytest

@@ -336,6 +336,14 @@ KIND_ACTION_RUNTIMES = {
 }
 
 
+# The node image each kind release creates clusters with, pinned by digest (kind's
+# pkg/apis/config/defaults/image.go at that tag): a node image built for another kind release
+# may not boot with it.
+KIND_NODE_IMAGES = {
+    "v0.31.0": "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f",
+}
+
+
 def test_the_kind_rehearsal_runs_a_kubernetes_that_cloudnativepg_supports():
     e2e = load(REPO / ".github/workflows/e2e-kind.yml")
     steps = [step for job in e2e["jobs"].values() for step in job["steps"]]
@@ -347,10 +355,25 @@ def test_the_kind_rehearsal_runs_a_kubernetes_that_cloudnativepg_supports():
     node = re.fullmatch(r"kindest/node:v(\d+\.\d+)\.\d+@sha256:[0-9a-f]{64}", env["KIND_NODE_IMAGE"])
     assert node, f"the node image must be pinned by version and digest: {env['KIND_NODE_IMAGE']}"
     assert node.group(1) in CNPG_1_30_KUBERNETES
-    # kubectl within one minor version of the API server (Kubernetes' version skew policy).
-    kubectl = re.fullmatch(r"v(\d+)\.(\d+)\.\d+", env["KUBECTL_VERSION"])
+    assert kind["with"]["version"] == "${{ env.KIND_VERSION }}"
+    assert KIND_NODE_IMAGES.get(env["KIND_VERSION"]) == env["KIND_NODE_IMAGE"], "not the kind release's own node image"
+    # kubectl of the node's minor version (the version skew policy allows one more; the
+    # rehearsal holds no reason to use it).
+    kubectl = re.fullmatch(r"v(\d+\.\d+)\.\d+", env["KUBECTL_VERSION"])
     assert kind["with"]["kubectl_version"] == "${{ env.KUBECTL_VERSION }}"
-    assert abs(int(kubectl.group(2)) - int(node.group(1).split(".")[1])) <= 1
+    assert kubectl and kubectl.group(1) == node.group(1)
+
+
+def test_a_failed_rehearsal_shows_the_events_and_why_each_pending_pod_waits():
+    """Only on failure: the cluster's events, and for every Pending pod the scheduler's reason
+    (its PodScheduled condition's message, such as "Insufficient cpu" or a spread constraint's
+    missing label)."""
+    e2e = load(REPO / ".github/workflows/e2e-kind.yml")
+    steps = [step for job in e2e["jobs"].values() for step in job["steps"]]
+    shown = " ".join(step["run"] for step in steps if step.get("if") == "failure()" and "run" in step)
+    assert "kubectl get events --all-namespaces" in shown
+    assert "--field-selector=status.phase=Pending" in shown
+    assert '.status.conditions[?(@.type=="PodScheduled")].message' in shown
 
 
 def test_the_kind_rehearsal_takes_the_tools_image_from_its_registry():

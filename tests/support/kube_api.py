@@ -7,7 +7,11 @@ each region is played by a ``RegionApi``: it answers API discovery, the read of 
 Services and Deployments (``service_release(...)`` builds a live release), like an API server
 would, and refuses every write with 405 while recording it; a patch of the Cluster that
 CloudNativePG's admission webhook would reject is refused with the webhook's 422 instead
-(``cnpg_webhook_errors``). ``write_kubeconfig`` names one
+(``cnpg_webhook_errors``). Namespaces are the exception, as on an empty cluster: a region's
+namespaces are those of the objects it was given (none: an empty cluster) and the system ones; it
+creates a namespace it is asked to, and refuses a create into one that does not exist with the
+API server's 404 (``missing_namespace``), so a run that writes an object before its namespace
+fails here as it would on a real cluster. ``write_kubeconfig`` names one
 context per region, as ``gcloud container clusters get-credentials`` would; a region given no
 server does not answer, like a lost region. ``fake_gcloud(bin_dir, log)`` puts a stand-in
 ``gcloud`` on a PATH that records its command lines and succeeds.
@@ -15,6 +19,7 @@ server does not answer, like a lost region. ``fake_gcloud(bin_dir, log)`` puts a
 
 import json
 import os
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +30,13 @@ CLUSTER_PATH = "/apis/postgresql.cnpg.io/v1/namespaces/hello/clusters/hello-db"
 SERVICES_PATH = "/api/v1/namespaces/hello/services"
 DEPLOYMENTS_PATH = "/apis/apps/v1/namespaces/hello/deployments"
 OTHER_REGION = {"europe-west1": "europe-west4", "europe-west4": "europe-west1"}
+# The namespaces a cluster has before anything is applied: kube-apiserver's immortal ones and the
+# node leases', and on GKE with managed collection those of Managed Service for Prometheus: its
+# operator's, and the public one it reads the user's configuration from (DefaultOperatorNamespace,
+# DefaultPublicNamespace in GoogleCloudPlatform/prometheus-engine, pkg/operator/operator.go).
+SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease", "gmp-system", "gmp-public"})
+NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/(?P<name>[^/]+))?")
+NAMESPACED_PATH = re.compile(r"/apis?/(?:[^/]+/)*?namespaces/(?P<namespace>[^/]+)/[^/]+(?:/[^/]+)*")
 
 
 # The kube-config contexts of the production inventory's clusters (hello_kube_context), by region.
@@ -126,6 +138,29 @@ def cnpg_webhook_errors(cluster_object):
     return []
 
 
+def missing_namespace(name):
+    """What kube-apiserver answers a create of an object into namespace ``name`` that does not
+    exist. Encodes k8s.io/apiserver v0.35.0 (Kubernetes 1.35):
+    pkg/admission/plugin/namespace/lifecycle/admission.go (Lifecycle.Admit, the
+    NamespaceLifecycle plugin, enabled by default) returns, for a Create whose namespace neither
+    its informer nor a live read finds, the live read's NotFound error, which
+    k8s.io/apimachinery's pkg/api/errors/errors.go (NewNotFound) builds with the resource
+    `namespaces` as details.kind; pkg/endpoints/handlers/patch.go (patcher.applyAdmission) admits
+    a patch of an object that does not exist yet, as a server-side apply sends, as a Create.
+    Updates and deletes pass this plugin (the object cannot exist anyway). A read of the missing
+    namespace itself gets the same body."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f'namespaces "{name}" not found',
+        "reason": "NotFound",
+        "details": {"name": name, "kind": "namespaces"},
+        "code": 404,
+    }
+
+
 def _resource(name, kind, verbs=("get", "list", "patch", "create", "update", "watch", "delete")):
     return {
         "name": name,
@@ -159,7 +194,7 @@ DISCOVERY = {
                 "versions": [{"groupVersion": f"{name}/v1", "version": "v1"}],
                 "preferredVersion": {"groupVersion": f"{name}/v1", "version": "v1"},
             }
-            for name in ("postgresql.cnpg.io", "apps")
+            for name in ("postgresql.cnpg.io", "barmancloud.cnpg.io", "apps")
         ],
     },
     "/apis/postgresql.cnpg.io/v1": {
@@ -177,6 +212,12 @@ DISCOVERY = {
             },
             _resource("backups", "Backup", ("create", "get", "list", "watch")),
         ],
+    },
+    "/apis/barmancloud.cnpg.io/v1": {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "barmancloud.cnpg.io/v1",
+        "resources": [_resource("objectstores", "ObjectStore")],
     },
     "/apis/apps/v1": {
         "kind": "APIResourceList",
@@ -196,10 +237,15 @@ class RegionApi:
         self.cluster = cluster_object
         self.accept_secrets = accept_secrets
         self.release = release or {"services": [], "deployments": []}
+        given = [cluster_object] if cluster_object else []
+        given += self.release["services"] + self.release["deployments"]
+        self.namespaces = set(SYSTEM_NAMESPACES) | {obj["metadata"]["namespace"] for obj in given}
         self.requests = []
         # Secrets applied (accept_secrets): path -> the object as the run sent it.
         self.applied = {}
         self.webhook_refusals = []
+        # The namespaces of the creates refused because the namespace did not exist.
+        self.namespace_refusals = []
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -212,6 +258,21 @@ class RegionApi:
                 api.requests.append((self.command, self.path))
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 path = self.path.split("?")[0]
+                namespace = NAMESPACE_PATH.fullmatch(path)
+                if namespace and self.command in ("POST", "PATCH", "PUT"):
+                    name = namespace["name"] or yaml.safe_load(body)["metadata"]["name"]
+                    # A dry run (--check) stores nothing: the namespace still does not exist after it.
+                    dry_run = "dryRun=All" in self.path
+                    self.reply(api.namespace(name) if dry_run else api.create_namespace(name))
+                    return
+                inside = NAMESPACED_PATH.fullmatch(path)
+                creates = self.command == "POST" or (
+                    self.command in ("PATCH", "PUT") and api.answer(path).get("kind") == "Status"
+                )
+                if inside and creates and inside["namespace"] not in api.namespaces:
+                    api.namespace_refusals.append(inside["namespace"])
+                    self.reply(missing_namespace(inside["namespace"]))
+                    return
                 if api.accept_secrets and self.command == "PATCH" and "/secrets/" in path:
                     applied = json.loads(body)
                     applied["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000001")
@@ -263,9 +324,27 @@ class RegionApi:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def create_namespace(self, name):
+        """Creates (or keeps) namespace ``name`` and answers with it, as the API server does."""
+        self.namespaces.add(name)
+        return self.namespace(name)
+
+    @staticmethod
+    def namespace(name):
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "uid": f"namespace-{name}", "resourceVersion": "1"},
+            "status": {"phase": "Active"},
+        }
+
     def answer(self, path):
         if path in DISCOVERY:
             return DISCOVERY[path]
+        namespace = NAMESPACE_PATH.fullmatch(path)
+        if namespace and namespace["name"]:
+            name = namespace["name"]
+            return self.namespace(name) if name in self.namespaces else missing_namespace(name)
         if path == CLUSTER_PATH and self.cluster:
             return self.cluster
         if path == SERVICES_PATH:
