@@ -357,24 +357,33 @@ def service_accounts(state, verb, positional, flags):
         if email in state["service_accounts"]:
             fail("(gcloud.iam.service-accounts.create) ALREADY_EXISTS")
         state["service_accounts"][email] = {"email": email, "displayName": flags.get("display-name", "")}
-    else:
+    elif positional[0] not in state["service_accounts"]:
+        fail(f"(gcloud.iam.service-accounts.{verb}) NOT_FOUND: Unknown service account {positional[0]}")
+    elif not iam_policy(state, positional[0], verb, flags):
         fail(f"fake gcloud: iam service-accounts {verb} is not simulated", 3)
 
 
-def projects(state, verb, positional, flags):
+def iam_policy(state, resource, verb, flags):
+    """`get-iam-policy` and `add-iam-policy-binding` of a project or a service account: the IAM
+    policy kept per resource, one binding per role (no conditions)."""
     empty = {"etag": "BwX", "version": 1, "bindings": []}
     if verb == "get-iam-policy":
-        policy = state["policies"].get(positional[0], empty)
-        print(json.dumps(policy))
-    elif verb == "add-iam-policy-binding":
-        policy = state["policies"].setdefault(positional[0], empty)
+        print(json.dumps(state["policies"].get(resource, empty)))
+        return True
+    if verb == "add-iam-policy-binding":
+        policy = state["policies"].setdefault(resource, empty)
         binding = next((b for b in policy["bindings"] if b["role"] == flags["role"] and "condition" not in b), None)
         if binding is None:
             binding = {"role": flags["role"], "members": []}
             policy["bindings"].append(binding)
         if flags["member"] not in binding["members"]:
             binding["members"].append(flags["member"])
-    else:
+        return True
+    return False
+
+
+def projects(state, verb, positional, flags):
+    if not iam_policy(state, positional[0], verb, flags):
         fail(f"fake gcloud: projects {verb} is not simulated", 3)
 
 
