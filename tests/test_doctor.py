@@ -20,6 +20,9 @@ BUCKET = f"{PROJECT}-hello-backups"
 ACCOUNT = f"serviceAccount:hello-db@{PROJECT}.iam.gserviceaccount.com"
 APIS = yaml.safe_load((REPO / "roles/doctor/defaults/main.yml").read_text())["doctor_required_apis"]
 ROLES = yaml.safe_load((REPO / "group_vars/all/backups.yml").read_text())["hello_backups_bucket_roles"]
+REGISTRY = f"europe-docker.pkg.dev/{PROJECT}/hello"
+SERVICE_IMAGE = f"{REGISTRY}/hello@sha256:{'1' * 64}"
+TOOLS_IMAGE = f"{REGISTRY}/pgtools@sha256:{'2' * 64}"
 
 
 def flat(output):
@@ -57,8 +60,15 @@ def production(ansible, tmp_path_factory, gcloud_config):
             "resource": {"name": BUCKET, "location": "EU"},
             "policy": {"bindings": [{"role": role, "members": [ACCOUNT]} for role in ROLES]},
         }
+        # playbooks/image.yml pushed both images and recorded them.
+        state["images"] = [SERVICE_IMAGE, TOOLS_IMAGE]
 
     edit_state(project, built)
+    record = project.inventory.parent / "image.yml"
+    record.write_text(
+        yaml.safe_dump({"hello_image_reference": SERVICE_IMAGE, "hello_tools_image_reference": TOOLS_IMAGE})
+    )
+    project.record = ("-e", f"hello_image_record_file={record}")
     return project
 
 
@@ -73,6 +83,7 @@ def test_an_empty_project_is_told_what_to_enable_and_what_is_still_to_create(ans
     # Not failures: what the playbooks create themselves.
     assert "ok cluster hello-staging-europe-west1: not created yet (playbooks/cluster.yml creates it)" in text
     assert "not created yet (playbooks/database.yml creates it)" in text
+    assert "ok images recorded in build/staging/image.yml: none recorded yet" in text
     assert "1 check(s) failed: APIs enabled in hello-platform-staging." in text
     assert project.snapshot() == ""
 
@@ -80,8 +91,9 @@ def test_an_empty_project_is_told_what_to_enable_and_what_is_still_to_create(ans
 @pytest.mark.slow  # a whole playbook run through many tasks (the project's cluster.yml)
 def test_a_project_the_playbooks_built_passes_every_check(ansible, production):
     before = production.snapshot()
-    code, output, _ = production.run(playbook="doctor.yml")
+    code, output, _ = production.run(*production.record, playbook="doctor.yml")
     assert code == 0, output
+    assert "in the registry" in flat(output) and "not in the registry" not in flat(output)
     assert "FAIL" not in output
     assert (
         "ok remote repositories for ghcr.io, quay.io, docker.io: present: ghcr; playbooks/image.yml creates the others"
@@ -109,13 +121,17 @@ def test_each_broken_prerequisite_is_reported_with_its_fix(ansible, production):
         state["repositories"][f"{PROJECT}/europe/docker-hub"] = repository(
             "docker-hub", customRepository={"uri": "https://mirror.gcr.io"}
         )
+        # The recorded tools image was deleted from the registry since.
+        state["images"].remove(TOOLS_IMAGE)
 
     edit_state(production, broken)
     before = production.snapshot()
-    code, output, _ = production.run(playbook="doctor.yml")
+    code, output, _ = production.run(*production.record, playbook="doctor.yml")
     text = flat(output)
     assert code != 0
-    assert "5 check(s) failed" in text
+    assert "6 check(s) failed" in text
+    assert f"not in the registry: {TOOLS_IMAGE} -> ansible-playbook -i" in text
+    assert "playbooks/image.yml (pushes them again and records what the registry serves)" in text
     assert (
         "FAIL remote repositories for ghcr.io, quay.io, docker.io: "
         "not Docker remote repositories of their registry: quay, docker-hub"

@@ -237,6 +237,17 @@ def repositories(state, verb, positional, flags):
         fail(f"fake gcloud: artifacts repositories {verb} is not simulated", 3)
 
 
+def docker_images(state, verb, positional, flags):
+    """`artifacts docker images describe <image>@<digest>`: an image the registry holds (state
+    "images", references by digest), or NOT_FOUND as Artifact Registry answers."""
+    if verb != "describe":
+        fail(f"fake gcloud: artifacts docker images {verb} is not simulated", 3)
+    reference = positional[0]
+    if reference not in state["images"]:
+        fail(f"NOT_FOUND: Requested entity was not found. (image {reference})")
+    print(json.dumps({"image_summary": {"fully_qualified_digest": reference, "digest": reference.split("@")[1]}}))
+
+
 def dashboards(state, verb, positional, flags):
     """`monitoring dashboards list|create|update`: the project's Cloud Monitoring dashboards, shaped
     as the API's Dashboard (monitoring.v1 discovery document: name projects/<p>/dashboards/<id>,
@@ -409,6 +420,7 @@ def main():
         "dashboards",
     ):
         state.setdefault(part, {})
+    state.setdefault("images", [])
     unchanged = json.dumps(state)
     positional, flags = parse(argv)
     handlers = {
@@ -423,6 +435,8 @@ def main():
         services(state, positional[1], positional[2:], flags)
     elif positional[:2] == ["storage", "buckets"]:
         buckets(state, positional[2], positional[3:], flags)
+    elif positional[:3] == ["artifacts", "docker", "images"]:
+        docker_images(state, positional[3], positional[4:], flags)
     elif positional[:2] == ["monitoring", "dashboards"]:
         dashboards(state, positional[2], positional[3:], flags)
     elif positional[:2] == ["artifacts", "repositories"]:
