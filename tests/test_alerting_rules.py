@@ -24,7 +24,6 @@ import pytest
 import yaml
 
 from support import REPO
-from support.playbooks import write_role_tasks_play
 from support.render import ENVIRONMENTS, load_objects
 
 RULE_KINDS = ("Rules", "ClusterRules")
@@ -37,7 +36,6 @@ UNIT_TEST_FILES = {
     "hello-db-backups": "backups.yml",
     "hello-restore-drill": "drill.yml",
 }
-PUSHGATEWAY = "http://pushgateway.monitoring.svc:9091"
 
 
 def host_vars(env: str, host: str) -> dict:
@@ -51,32 +49,13 @@ def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def drill_rules(ansible, tmp_path_factory) -> dict[str, list[dict]]:
-    """{host: rule objects} of roles/restore_drill rendered for production with a Pushgateway
-    (the drill's alerts read what the drills push there)."""
-    folder = tmp_path_factory.mktemp("drill-rules")
-    playbook = write_role_tasks_play(folder / "render.yml", "restore_drill", "render", "Render the drill's objects")
-    build = f"hello_k8s_build_dir={folder}/{{{{ inventory_hostname }}}}"
-    pushgateway = f"restore_drill_pushgateway_url={PUSHGATEWAY}"
-    result = ansible("ansible-playbook", "-i", "inventories/production", playbook, "-e", build, "-e", pushgateway)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    return {
-        host.name: [o for o in load_objects(host) if o["kind"] in RULE_KINDS]
-        for host in folder.iterdir()
-        if host.is_dir()
-    }
-
-
-@pytest.fixture(scope="module")
-def rules(rendered_root, drill_rules) -> dict[tuple[str, str], list[dict]]:
+def rules(rendered_root) -> dict[tuple[str, str], list[dict]]:
     """{(env, host): every rule object rendered for that cluster}."""
     found = {}
     for env in ENVIRONMENTS:
         for host in sorted((rendered_root / env).iterdir()):
             if host.is_dir():
                 found[(env, host.name)] = [o for o in load_objects(host) if o["kind"] in RULE_KINDS]
-    for host, objects in drill_rules.items():
-        found[("production", host)] += objects
     return found
 
 
@@ -106,10 +85,10 @@ def test_every_gke_cluster_renders_the_slo_database_and_backup_rules(rules):
         for o in objects:
             if o["kind"] == "Rules":
                 assert o["metadata"]["namespace"] == "hello"
-    # Drills run in production's DR region; their alerts are rendered there only.
-    assert [host for (env, host), objects in rules.items() if any(o["kind"] == "ClusterRules" for o in objects)] == [
-        "europe-west4"
-    ]
+    # The drills' alerts go where the drills run, beside their Pushgateway: production's DR
+    # region, staging's only region.
+    drills = [key for key, objects in rules.items() if any(o["kind"] == "ClusterRules" for o in objects)]
+    assert drills == [("production", "europe-west4"), ("staging", "europe-west1")]
 
 
 def test_promtool_accepts_every_rendered_rule_group(rules, tmp_path):

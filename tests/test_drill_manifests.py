@@ -23,6 +23,8 @@ ENVIRONMENTS = sorted(p.name for p in (REPO / "inventories").iterdir() if (p / "
 TARGET_TIME = "2026-11-28T03:00:00Z"
 CLEANUP_LABEL = "hello-platform/drill-id"
 DRILL_FILES = {"namespace", "service-account", "object-store", "cluster", "verify-job", "logical-job"}
+# Where alerts are evaluated (every environment but kind), the drills' Pushgateway and alerts too.
+MONITORED_FILES = {"pushgateway", "rules"}
 
 
 COMPONENTS = ("backups", "drill")
@@ -99,11 +101,14 @@ def labels(doc: dict) -> dict:
 
 def test_drill_objects_render_on_the_drill_cluster_and_the_heartbeat_on_the_primary(environment):
     rendered, target, primary = environment["rendered"], environment["target"], environment["primary"]
-    assert set(environment["drill"]) == DRILL_FILES | ({"heartbeat-cronjob"} if target == primary else set())
+    monitored = MONITORED_FILES if environment["env"] != "kind" else set()
+    assert set(environment["drill"]) == DRILL_FILES | monitored | (
+        {"heartbeat-cronjob"} if target == primary else set()
+    )
     assert "drill/heartbeat-cronjob" in rendered[primary]
     for host, files in rendered.items():
         if host != target:
-            assert not DRILL_FILES & {name.removeprefix("drill/") for name in files}, host
+            assert not (DRILL_FILES | MONITORED_FILES) & {name.removeprefix("drill/") for name in files}, host
 
 
 def test_recovery_bootstraps_from_the_object_store_the_primary_archives_into(environment):
@@ -192,7 +197,8 @@ def test_every_throwaway_object_carries_the_label_the_cleanup_deletes_by(environ
     kept = {"Namespace", "ServiceAccount"}
     for name, docs in drill.items():
         for doc in docs:
-            if doc["kind"] in kept or name == "heartbeat-cronjob":
+            # The heartbeat and the Pushgateway with its alerts outlive every drill.
+            if doc["kind"] in kept or name in {"heartbeat-cronjob"} | MONITORED_FILES:
                 continue
             assert CLEANUP_LABEL in labels(doc), f"{doc['kind']} {doc['metadata']['name']} lacks {CLEANUP_LABEL}"
             assert doc["kind"] in deleted_kinds, f"the clean-up never deletes {doc['kind']}"
@@ -240,6 +246,43 @@ def test_jobs_run_the_repository_drill_script_against_the_recovery_cluster(envir
             check=False,
         )
         assert done.returncode == 0, done.stderr
+
+
+def test_the_jobs_push_to_the_pushgateway_the_collectors_scrape(environment):
+    """Where alerts are evaluated, the drills' figures outlive their Jobs in a Pushgateway beside
+    them: the Jobs push to its Service, its policy lets them (and the managed collectors) in, and
+    a PodMonitoring scrapes it; kind runs none and the Jobs push nowhere."""
+    drill = environment["drill"]
+    container = one(drill["verify-job"], "Job")["spec"]["template"]
+    env = {e["name"]: e.get("value") for e in container["spec"]["containers"][0]["env"]}
+    if environment["env"] == "kind":
+        assert "DRILL_PUSHGATEWAY_URL" not in env
+        return
+    objects = drill["pushgateway"]
+    service, deployment = one(objects, "Service"), one(objects, "Deployment")
+    namespace = service["metadata"]["namespace"]
+    assert env["DRILL_PUSHGATEWAY_URL"] == f"http://{service['metadata']['name']}.{namespace}.svc:9091"
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (gateway,) = pod["spec"]["containers"]
+    assert gateway["image"].startswith("europe-docker.pkg.dev/") and "/docker-hub/prom/pushgateway:" in gateway["image"]
+    # Its history survives a restart: a lost one would read as "no drill ever".
+    assert "--persistence.file=/data/metrics" in gateway["args"]
+    claim = one(objects, "PersistentVolumeClaim")["metadata"]["name"]
+    assert pod["spec"]["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+    monitoring = one(objects, "PodMonitoring")
+    assert monitoring["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert monitoring["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["targetPort"]
+    (ingress,) = one(objects, "NetworkPolicy")["spec"]["ingress"]
+    drill_pods = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "hello-drill"}},
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/component": container["metadata"]["labels"]["app.kubernetes.io/component"]
+            }
+        },
+    }
+    assert drill_pods in ingress["from"]
 
 
 def test_environments_differ_only_where_they_must(environment):
