@@ -62,13 +62,26 @@ def test_the_service_verifies_the_server_and_serves_over_tls(tls_server, hello_s
     assert int(sessions) >= 1, "the service's sessions must be encrypted"
 
 
+def migrate(hello_binary, database_url: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": database_url, "DATABASE_CONNECT_TIMEOUT": "5s"}
+    return subprocess.run([str(hello_binary), "migrate"], env=env, capture_output=True, text=True, timeout=60)
+
+
 def test_the_service_refuses_a_certificate_that_does_not_name_the_host(tls_server, hello_binary):
     server, ca = tls_server
     # 127.0.0.1 is the same server, but its certificate names only localhost.
-    env = {**os.environ, "DATABASE_URL": url(server, ca, "127.0.0.1"), "DATABASE_CONNECT_TIMEOUT": "5s"}
-    done = subprocess.run([str(hello_binary), "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    done = migrate(hello_binary, url(server, ca, "127.0.0.1"))
     assert done.returncode != 0, "hello migrate must not trust a certificate for another host"
-    assert "certificate" in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
+    assert 'certificate not valid for name "127.0.0.1"' in done.stderr, done.stderr
+
+
+def test_the_service_refuses_a_server_another_ca_signed(tls_server, hello_binary, tmp_path):
+    server, _ = tls_server
+    other_ca = tmp_path / "other-ca.crt"
+    other_ca.write_bytes(server_certificate("localhost").ca)
+    done = migrate(hello_binary, url(server, other_ca, "localhost"))
+    assert done.returncode != 0, "hello migrate must not trust a certificate its CA did not sign"
+    assert "invalid peer certificate" in done.stderr, done.stderr
 
 
 def test_libpq_verifies_the_server_with_the_same_connection_string(tls_server):
