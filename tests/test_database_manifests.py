@@ -377,9 +377,9 @@ def test_an_interval_that_is_no_prometheus_duration_is_refused(ansible, tmp_path
 @pytest.mark.parametrize(
     "choice, expected",
     [
-        ("gmp", ["monitoring-queries", "cluster", "podmonitoring", "rules"]),
-        ("prometheus-operator", ["monitoring-queries", "cluster", "podmonitor"]),
-        ("none", ["monitoring-queries", "cluster"]),
+        ("gmp", ["networkpolicy", "monitoring-queries", "cluster", "podmonitoring", "rules"]),
+        ("prometheus-operator", ["networkpolicy", "monitoring-queries", "cluster", "podmonitor"]),
+        ("none", ["networkpolicy", "monitoring-queries", "cluster"]),
     ],
 )
 def test_the_apply_task_applies_the_chosen_scrape_object(ansible, tmp_path, choice, expected):
@@ -418,9 +418,9 @@ def test_the_apply_task_applies_the_chosen_scrape_object(ansible, tmp_path, choi
     # Each file it applies was rendered, and holds the kind the choice names.
     applied_kinds = [yaml.safe_load((build / "postgres" / f"{item}.yml").read_text())["kind"] for item in applied]
     expected_kinds = {
-        "gmp": ["ConfigMap", "Cluster", "PodMonitoring", "Rules"],
-        "prometheus-operator": ["ConfigMap", "Cluster", "PodMonitor"],
-        "none": ["ConfigMap", "Cluster"],
+        "gmp": ["NetworkPolicy", "ConfigMap", "Cluster", "PodMonitoring", "Rules"],
+        "prometheus-operator": ["NetworkPolicy", "ConfigMap", "Cluster", "PodMonitor"],
+        "none": ["NetworkPolicy", "ConfigMap", "Cluster"],
     }
     assert applied_kinds == expected_kinds[choice]
 

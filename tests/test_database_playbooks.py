@@ -318,7 +318,7 @@ def test_the_app_secret_never_reaches_the_terminal(ansible, tmp_path):
     assert PASSWORD not in output
     assert encoded not in output
     assert "postgresql://" not in output
-    uri = f"postgresql://app:{PASSWORD}@hello-db-rw.hello.svc:5432/app"
+    uri = f"postgresql://app:{PASSWORD}@hello-db-rw.hello.svc:5432/app?sslmode=verify-full&sslrootcert=/etc/hello-db-ca/ca.crt"
     assert base64.b64encode(uri.encode()).decode() not in output
 
 

@@ -22,7 +22,7 @@ from support.playbooks import REPO, ansible, write_play
 ENVIRONMENTS = sorted(p.name for p in (REPO / "inventories").iterdir() if (p / "hosts.yml").is_file())
 TARGET_TIME = "2026-11-28T03:00:00Z"
 CLEANUP_LABEL = "hello-platform/drill-id"
-DRILL_FILES = {"namespace", "service-account", "object-store", "cluster", "verify-job", "logical-job"}
+DRILL_FILES = {"namespace", "network-policy", "service-account", "object-store", "cluster", "verify-job", "logical-job"}
 # Where alerts are evaluated (every environment but kind), the drills' Pushgateway and alerts too.
 MONITORED_FILES = {"pushgateway", "rules"}
 
@@ -194,7 +194,7 @@ def test_every_throwaway_object_carries_the_label_the_cleanup_deletes_by(environ
     assert role_vars["__restore_drill_cleanup_selector"] == CLEANUP_LABEL
     deleted_kinds = {item["kind"] for item in deleting["loop"]}
 
-    kept = {"Namespace", "ServiceAccount"}
+    kept = {"Namespace", "ServiceAccount", "NetworkPolicy"}
     for name, docs in drill.items():
         for doc in docs:
             # The heartbeat and the Pushgateway with its alerts outlive every drill.
@@ -211,8 +211,7 @@ def test_every_throwaway_object_carries_the_label_the_cleanup_deletes_by(environ
 
 
 def test_heartbeat_runs_every_minute_in_the_primary_database_namespace(environment):
-    (cronjob,) = environment["rendered"][environment["primary"]]["drill/heartbeat-cronjob"]
-    assert cronjob["kind"] == "CronJob"
+    cronjob = one(environment["rendered"][environment["primary"]]["drill/heartbeat-cronjob"], "CronJob")
     assert cronjob["spec"]["schedule"] == "* * * * *"
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     assert cronjob["metadata"]["namespace"] == "hello"

@@ -157,10 +157,52 @@ def policy_entry_point(objects):
     backends = [b for rule in route["spec"]["rules"] for b in rule["backendRefs"]]
     if [(b["name"], b["port"]) for b in backends] != [("hello", 80)]:
         problems.append("HTTPRoute hello must send everything to Service hello port 80")
+    problems += https_only(objects, gateway, route)
     target = health["spec"]["targetRef"]
     http = health["spec"]["default"]["config"].get("httpHealthCheck", {})
     if (target["kind"], target["name"]) != ("Service", "hello") or http.get("requestPath") != "/readyz":
         problems.append("HealthCheckPolicy must check /readyz of Service hello's pods")
+    return problems
+
+
+def https_only(objects, gateway, route):
+    """HTTPS with the certificate map; plain HTTP only redirects. The API's route binds to the
+    HTTPS listener by sectionName and adds HSTS with a ResponseHeaderModifier filter, which GKE's
+    gke-l7-global-external-managed class implements ("GatewayClass capabilities",
+    cloud.google.com/kubernetes-engine/docs/how-to/gatewayclass-capabilities, HTTPRoute filters);
+    a GCPBackendPolicy has no field for response headers (k8s/gke-crds/networking.gke.io.yml)."""
+    problems = []
+    listeners = {(x["name"], x["protocol"], x["port"]) for x in gateway["spec"]["listeners"]}
+    if listeners != {("http", "HTTP", 80), ("https", "HTTPS", 443)}:
+        problems.append(f"Gateway hello must listen on HTTP 80 and HTTPS 443, found {sorted(listeners)}")
+    if not gateway["metadata"].get("annotations", {}).get("networking.gke.io/certmap"):
+        problems.append("Gateway hello must name its certificate map (networking.gke.io/certmap)")
+    if [p.get("sectionName") for p in route["spec"]["parentRefs"]] != ["https"]:
+        problems.append("HTTPRoute hello must bind to the HTTPS listener only (sectionName https)")
+    hsts = [
+        header["value"]
+        for rule in route["spec"]["rules"]
+        for f in rule.get("filters", [])
+        if f["type"] == "ResponseHeaderModifier"
+        for header in f["responseHeaderModifier"].get("set", [])
+        if header["name"].lower() == "strict-transport-security"
+    ]
+    ages = [int(m.group(1)) for value in hsts for m in [re.match(r"max-age=(\d+)", value)] if m]
+    if len(ages) != len(route["spec"]["rules"]) or min(ages, default=0) < 31536000:
+        problems.append(f"every API answer must carry Strict-Transport-Security for a year or more, found {hsts}")
+    redirect = objects.get(("HTTPRoute", "hello-https-redirect"))
+    if not redirect:
+        return [*problems, "HTTPRoute hello-https-redirect is required"]
+    if [(p["name"], p.get("sectionName")) for p in redirect["spec"]["parentRefs"]] != [("hello", "http")]:
+        problems.append("HTTPRoute hello-https-redirect must bind to the HTTP listener only")
+    for rule in redirect["spec"]["rules"]:
+        filters = [(f["type"], f.get("requestRedirect")) for f in rule.get("filters", [])]
+        if (
+            rule.get("backendRefs")
+            or rule.get("matches")
+            or filters != [("RequestRedirect", {"scheme": "https", "statusCode": 301})]
+        ):
+            problems.append(f"plain HTTP must only answer a 301 redirect to HTTPS, found {rule}")
     return problems
 
 
@@ -545,6 +587,18 @@ def _route_everything(o):
     o[("HTTPRoute", "hello")]["spec"]["rules"][0]["matches"].append({"path": {"type": "PathPrefix", "value": "/"}})
 
 
+def _api_over_plain_http(o):
+    o[("HTTPRoute", "hello")]["spec"]["parentRefs"][0]["sectionName"] = "http"
+
+
+def _redirect_that_serves(o):
+    o[("HTTPRoute", "hello-https-redirect")]["spec"]["rules"][0]["backendRefs"] = [{"name": "hello", "port": 80}]
+
+
+def _no_hsts(o):
+    del o[("HTTPRoute", "hello")]["spec"]["rules"][0]["filters"]
+
+
 def _route_without_matches(o):
     del o[("HTTPRoute", "hello")]["spec"]["rules"][0]["matches"]
 
@@ -573,6 +627,9 @@ MUTATIONS = [
     ("entry point", _health_check_on_root),
     ("entry point", _route_everything),
     ("entry point", _route_without_matches),
+    ("entry point", _api_over_plain_http),
+    ("entry point", _redirect_that_serves),
+    ("entry point", _no_hsts),
     ("autoscaling and disruption", _pdb_on_both_slots),
     ("release jobs", _post_check_retried),
 ]

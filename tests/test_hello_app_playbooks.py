@@ -160,6 +160,23 @@ def test_a_connection_budget_over_max_connections_is_refused_before_any_cluster_
     assert "Fetch" not in output and "Read the Cluster" not in output and "Render" not in output
 
 
+def test_a_gateway_without_a_certificate_map_is_refused_before_any_cluster_call(ansible, tmp_path):
+    code, output = run(
+        "inventories/staging",
+        "deploy.yml",
+        "-e",
+        f"hello_image_digest={DIGEST}",
+        "-e",
+        f"hello_k8s_build_dir={tmp_path}/build",
+        "-e",
+        json.dumps({"hello_app_gateway_certificate_map": ""}),
+    )
+    assert code != 0
+    assert "staging has no certificate for its Gateway, so users would reach the service over plain HTTP" in output
+    assert "Set hello_app_gateway_certificate_map in" in output
+    assert "Fetch" not in output and "Read the Cluster" not in output and "Render" not in output
+
+
 def test_the_budget_counts_the_pods_of_every_region(ansible, tmp_path):
     """A DR region's warm standby reaches the same primary: production's two regions count twice."""
     # One region's pods would fit in 480 (2 x 12 x 10 + 20 = 260); both regions' do not (500).

@@ -5,7 +5,8 @@ A server runs as the ``postgres`` user when the tests run as root, keeps its dat
 directory, requires a password over TCP (scram-sha-256) and runs without fsync: these servers
 hold test data only. ``PostgresServer`` has ``dsn(database)``, ``psql(sql, database)``,
 ``create_database(name, template=None)``, ``drop_database(name)``; ``RestartablePostgres`` stops
-and starts one on the same port (a database restart).
+and starts one on the same port (a database restart). ``start_postgres_server(tls=..., hba_rules=...)``
+serves TLS with a given certificate and puts client authentication rules before the default one.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from support.net import free_port
+from support.tls import ServerCertificate
 
 PG_BINDIR = Path(os.environ.get("HELLO_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 SUPERUSER_PASSWORD = "drill-superuser-password"
@@ -111,11 +114,11 @@ def _new_server_directory() -> tuple[Path, list[str]]:
     return directory, ["runuser", "-u", "postgres", "--"]
 
 
-def _start(directory: Path, as_postgres: list[str]) -> PostgresServer:
+def _start(directory: Path, as_postgres: list[str], extra_options: str = "") -> PostgresServer:
     port = free_port()
     options = (
         f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={directory} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off {extra_options}"
     )
     started = subprocess.run(
         [
@@ -145,13 +148,25 @@ def _start(directory: Path, as_postgres: list[str]) -> PostgresServer:
     return server
 
 
-def start_postgres_server() -> PostgresServer:
-    """initdb and start a new server in a temporary directory; the caller stops it."""
+def start_postgres_server(tls: ServerCertificate | None = None, hba_rules: Sequence[str] = ()) -> PostgresServer:
+    """initdb and start a new server in a temporary directory; the caller stops it. With ``tls``
+    it serves TLS with that certificate; ``hba_rules`` go before the default rule (password over
+    TCP), the order CloudNativePG writes its user-defined rules in."""
     directory, as_postgres = _new_server_directory()
     pwfile = directory / "pwfile"
     pwfile.write_text(SUPERUSER_PASSWORD + "\n")
+    owned_files = [pwfile]
+    extra_options = ""
+    if tls:
+        (directory / "server.crt").write_bytes(tls.certificate)
+        (directory / "server.key").write_bytes(tls.key)
+        # PostgreSQL refuses a key file others may read.
+        (directory / "server.key").chmod(0o600)
+        owned_files += [directory / "server.crt", directory / "server.key"]
+        extra_options = f"-c ssl=on -c ssl_cert_file={directory}/server.crt -c ssl_key_file={directory}/server.key"
     if as_postgres:
-        shutil.chown(pwfile, "postgres", "postgres")
+        for path in owned_files:
+            shutil.chown(path, "postgres", "postgres")
     subprocess.run(
         [
             *as_postgres,
@@ -170,7 +185,10 @@ def start_postgres_server() -> PostgresServer:
         check=True,
         capture_output=True,
     )
-    return _start(directory, as_postgres)
+    if hba_rules:
+        hba = directory / "data" / "pg_hba.conf"
+        hba.write_text("\n".join(["local all all trust", *hba_rules, "host all all all scram-sha-256", ""]))
+    return _start(directory, as_postgres, extra_options)
 
 
 def start_standby(primary: PostgresServer) -> PostgresServer:
