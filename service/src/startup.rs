@@ -11,19 +11,9 @@ use crate::{
     lifecycle::{Lifecycle, shutdown_signal},
     routes,
     server::{self, ConnectionLimits},
+    state::AppState,
     store::Store,
 };
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub clock: Arc<dyn Clock>,
-    pub lifecycle: Lifecycle,
-    /// Bound on the database check of /readyz.
-    pub readiness_timeout: Duration,
-    pub request_timeout: Duration,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

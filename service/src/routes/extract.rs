@@ -12,7 +12,7 @@ use super::hello::SaveBirthday;
 use crate::{
     domain::{DateOfBirth, Username},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
 };
 
 /// The largest request body accepted.

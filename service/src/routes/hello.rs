@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{BirthdayBody, UsernamePath};
-use crate::{domain::Greeting, error::ApiError, error::ErrorBody, startup::AppState};
+use crate::{domain::Greeting, error::ApiError, error::ErrorBody, state::AppState};
 
 /// The `{username}` path segment, as documented.
 #[derive(utoipa::IntoParams)]
