@@ -17,11 +17,11 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot connect to the database named by DATABASE_URL ({url}): {source}")]
+    #[error("cannot connect to the database named by DATABASE_URL ({url})")]
     Connect { url: String, source: sea_orm::DbErr },
-    #[error("cannot apply the database migrations: {0}")]
+    #[error("cannot apply the database migrations")]
     Migrate(#[source] sea_orm::DbErr),
-    #[error("cannot listen on {variable} {addr}: {source}")]
+    #[error("cannot listen on {variable} {addr}")]
     Bind {
         variable: &'static str,
         addr: SocketAddr,
