@@ -1,6 +1,7 @@
 //! `hello healthcheck`: a liveness probe for container images that have no shell or curl.
 
 use std::{
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
@@ -13,18 +14,28 @@ use tokio::{
 /// Bound on the whole probe.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Why the probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthcheckError {
+    #[error("http://{addr}/healthz did not answer within {}s", TIMEOUT.as_secs())]
+    TimedOut { addr: SocketAddr },
+    #[error("cannot connect to {addr}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("cannot send to {addr}")]
+    Send { addr: SocketAddr, source: io::Error },
+    #[error("no HTTP answer from {addr}")]
+    NoAnswer { addr: SocketAddr, source: io::Error },
+    #[error("http://{addr}/healthz answered {head:?}")]
+    Status { addr: SocketAddr, head: String },
+}
+
 /// Whether `GET http://<addr>/healthz` answers 200 within [`TIMEOUT`]. An unspecified listen
 /// address (`0.0.0.0`, `::`) is probed on loopback.
-pub async fn probe(addr: SocketAddr) -> Result<(), String> {
+pub async fn probe(addr: SocketAddr) -> Result<(), HealthcheckError> {
     let addr = probe_address(addr);
     tokio::time::timeout(TIMEOUT, get_healthz(addr))
         .await
-        .map_err(|_| {
-            format!(
-                "http://{addr}/healthz did not answer within {}s",
-                TIMEOUT.as_secs()
-            )
-        })?
+        .map_err(|_| HealthcheckError::TimedOut { addr })?
 }
 
 fn probe_address(addr: SocketAddr) -> SocketAddr {
@@ -39,27 +50,27 @@ fn probe_address(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn get_healthz(addr: SocketAddr) -> Result<(), String> {
+async fn get_healthz(addr: SocketAddr) -> Result<(), HealthcheckError> {
     let mut stream = TcpStream::connect(addr)
         .await
-        .map_err(|error| format!("cannot connect to {addr}: {error}"))?;
+        .map_err(|source| HealthcheckError::Connect { addr, source })?;
     let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|error| format!("cannot send to {addr}: {error}"))?;
+        .map_err(|source| HealthcheckError::Send { addr, source })?;
     let mut head = [0_u8; 12];
     stream
         .read_exact(&mut head)
         .await
-        .map_err(|error| format!("no HTTP answer from {addr}: {error}"))?;
+        .map_err(|source| HealthcheckError::NoAnswer { addr, source })?;
     // "HTTP/1.1 200"
     match head.get(9..12) {
         Some(b"200") => Ok(()),
-        _ => Err(format!(
-            "http://{addr}/healthz answered {:?}",
-            String::from_utf8_lossy(&head)
-        )),
+        _ => Err(HealthcheckError::Status {
+            addr,
+            head: String::from_utf8_lossy(&head).into_owned(),
+        }),
     }
 }
 

@@ -11,27 +11,17 @@ use crate::{
     lifecycle::{Lifecycle, shutdown_signal},
     routes,
     server::{self, ConnectionLimits},
+    state::AppState,
     store::Store,
 };
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub clock: Arc<dyn Clock>,
-    pub lifecycle: Lifecycle,
-    /// Bound on the database check of /readyz.
-    pub readiness_timeout: Duration,
-    pub request_timeout: Duration,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot connect to the database named by DATABASE_URL ({url}): {source}")]
+    #[error("cannot connect to the database named by DATABASE_URL ({url})")]
     Connect { url: String, source: sea_orm::DbErr },
-    #[error("cannot apply the database migrations: {0}")]
+    #[error("cannot apply the database migrations")]
     Migrate(#[source] sea_orm::DbErr),
-    #[error("cannot listen on {variable} {addr}: {source}")]
+    #[error("cannot listen on {variable} {addr}")]
     Bind {
         variable: &'static str,
         addr: SocketAddr,

@@ -10,9 +10,9 @@ use crate::config::LogFormat;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("RUST_LOG is not a valid log filter: {0}")]
+    #[error("RUST_LOG is not a valid log filter")]
     Filter(#[from] tracing_subscriber::filter::ParseError),
-    #[error("logging was already set up: {0}")]
+    #[error("logging was already set up")]
     AlreadySet(#[from] tracing_subscriber::util::TryInitError),
 }
 

@@ -4,7 +4,7 @@ use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{build_info, error::ApiError, error::ErrorBody, startup::AppState};
+use crate::{build_info, error::ApiError, error::ErrorBody, state::AppState};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {

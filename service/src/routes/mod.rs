@@ -31,7 +31,7 @@ pub use extract::MAX_BODY_BYTES;
 pub use health::{Health, Ready};
 pub use hello::{GreetingBody, SaveBirthday};
 
-use crate::{domain::UsernameError, error::ApiError, error::ErrorBody, startup::AppState};
+use crate::{domain::UsernameError, error::ApiError, error::ErrorBody, state::AppState};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(

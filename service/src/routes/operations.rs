@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{Extension, Json, extract::State, http::header, response::IntoResponse};
 use utoipa::openapi::OpenApi;
 
-use crate::{metrics, startup::AppState};
+use crate::{metrics, state::AppState};
 
 /// Prometheus metrics: requests by route and status, latency, database pool, build.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
