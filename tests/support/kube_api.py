@@ -194,7 +194,7 @@ DISCOVERY = {
                 "versions": [{"groupVersion": f"{name}/v1", "version": "v1"}],
                 "preferredVersion": {"groupVersion": f"{name}/v1", "version": "v1"},
             }
-            for name in ("postgresql.cnpg.io", "barmancloud.cnpg.io", "apps", "discovery.k8s.io")
+            for name in ("postgresql.cnpg.io", "barmancloud.cnpg.io", "apps", "discovery.k8s.io", "networking.k8s.io")
         ],
     },
     "/apis/postgresql.cnpg.io/v1": {
@@ -224,6 +224,12 @@ DISCOVERY = {
         "apiVersion": "v1",
         "groupVersion": "apps/v1",
         "resources": [_resource("deployments", "Deployment")],
+    },
+    "/apis/networking.k8s.io/v1": {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "networking.k8s.io/v1",
+        "resources": [_resource("networkpolicies", "NetworkPolicy")],
     },
     "/apis/discovery.k8s.io/v1": {
         "kind": "APIResourceList",
