@@ -285,7 +285,7 @@ def test_the_heartbeat_follows_the_primary(playbook):
     names = [(role.get("name"), role.get("tasks_from")) for role, _ in steps]
     heartbeat = names.index(("restore_drill", "heartbeat"))
     assert steps[heartbeat][1] == {"restore_drill_source_host": "{{ postgres_new_primary_host }}"}
-    promote = next(i for i, (role, variables) in enumerate(steps) if variables.get("postgres_step") == "promote")
+    promote = names.index(("postgres", "promote"))
     assert promote < heartbeat
 
 

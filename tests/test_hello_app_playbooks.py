@@ -6,6 +6,7 @@ cluster exists here, so a run that got further would fail differently).
 """
 
 import json
+import re
 
 import pytest
 
@@ -125,6 +126,9 @@ def test_valid_input_reaches_the_cluster(ansible, tmp_path, playbook, stop):
         assert api.writes()[1][1].startswith(("/api/v1/namespaces/hello/", "/apis/"))
         assert api.namespace_refusals == []
         assert "read-only test API" in output
+        # Each step prints its duration, also the one that failed (filter_plugins/hello_steps.py).
+        assert re.search(r"Render the objects: \d+\.\d s", output)
+        assert re.search(r"Apply the namespace, policies, preview Service and entry point: \d+\.\d s", output)
     else:
         assert stop in " ".join(output.split())
         assert api.writes() == []

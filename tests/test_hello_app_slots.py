@@ -186,6 +186,29 @@ def test_rollback_refused(case, current, fragment):
     assert fragment in str(error.value)
 
 
+# What the primary's region serves once its part of the run is over, as its host's variables
+# hold it: (case, the primary host's variables, hello_app_placement_done, digest).
+SERVED = [
+    ("a release serves the digest released", {"hello_image_digest": NEW}, "released", NEW),
+    (
+        "a rollback serves the slot it made live",
+        {
+            "hello_image_digest": "",
+            "__hello_app_state": state("green", (OLD, 0), (NEW, 4)),
+            "__hello_app_plan": {"target": "blue"},
+        },
+        "rolled back",
+        OLD,
+    ),
+    ("a rollback that planned nothing yet serves nothing known", {"hello_image_digest": ""}, "rolled back", ""),
+]
+
+
+@pytest.mark.parametrize(("case", "primary", "done", "digest"), SERVED, ids=[row[0] for row in SERVED])
+def test_served_digest(case, primary, done, digest):
+    assert slots.served_digest(primary, done) == digest
+
+
 def test_live_service_selecting_no_slot_is_refused():
     services = {"resources": [service(slot=None)]}
     with pytest.raises(AnsibleFilterError, match=r"which is not a slot.*\(kubectl edit service hello\)"):

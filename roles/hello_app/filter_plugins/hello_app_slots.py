@@ -10,6 +10,8 @@ one image digest. These filters turn what the role reads from the cluster into a
 - ``hello_app_release_plan(state, digest, ...)`` says what a release of ``digest`` does, or
   raises an error that explains a half-done release and how to resume or roll it back.
 - ``hello_app_rollback_plan(state, ...)`` says what a rollback does, or why there is none.
+- ``hello_app_served_digest(primary, done)`` says which digest the primary's region serves once
+  its release or rollback ran, for the warm standby regions that follow it.
 
 A plan is a dict: ``action`` (``release``, ``finish`` or ``none``), ``live`` (the slot users reach
 now, None before the first release), ``target`` (the slot that will be live), ``previous``
@@ -211,6 +213,18 @@ def rollback_plan(state, min_replicas=2, max_replicas=10):
     }
 
 
+def served_digest(primary, done):
+    """The digest the primary's region serves once its release or rollback ran, from that
+    host's variables (``hostvars[postgres_primary_host]``) and what the run does (``done``,
+    hello_app_placement_done): the digest released, or the image of the slot the rollback made
+    live. Empty before the rollback planned anything there."""
+    if done == "released":
+        return primary["hello_image_digest"]
+    if "__hello_app_plan" not in primary:
+        return ""
+    return primary["__hello_app_state"]["slots"][primary["__hello_app_plan"]["target"]]["digest"]
+
+
 class FilterModule:
     """Blue-green slot filters of roles/hello_app."""
 
@@ -221,4 +235,5 @@ class FilterModule:
             "hello_app_slot_state": slot_state,
             "hello_app_release_plan": release_plan,
             "hello_app_rollback_plan": rollback_plan,
+            "hello_app_served_digest": served_digest,
         }
