@@ -211,7 +211,17 @@ def test_the_service_pods_are_scraped_through_their_network_policy(rendered_root
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
         assert {"name": "METRICS_ADDR", "value": "0.0.0.0:9090"} in container["env"]
-    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    # The policy that admits traffic to the service's pods (beside the namespace's default deny
+    # and the Jobs' own policies).
+    pod_labels = deployments[0]["spec"]["template"]["metadata"]["labels"]
+    (policy,) = [
+        o
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+        and o["spec"].get("ingress")
+        and o["spec"]["podSelector"].get("matchLabels")
+        and o["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    ]
     collectors = [
         rule
         for rule in policy["spec"]["ingress"]

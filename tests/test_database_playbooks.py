@@ -437,8 +437,9 @@ def test_database_on_an_empty_cluster_creates_the_namespace_before_the_object_st
     # Without the namespace first: 'namespaces "hello" not found' (support.kube_api.missing_namespace).
     assert api.namespace_refusals == [], output[-3000:]
     assert "read-only test API" in output
-    assert api.writes() == [
-        ("PATCH", "/api/v1/namespaces/hello"),
-        ("PATCH", "/apis/barmancloud.cnpg.io/v1/namespaces/hello/objectstores/hello-db-kind"),
-    ]
+    writes = api.writes()
+    # The namespace, its network policies (in the namespace's file), then the first object store.
+    assert writes[0] == ("PATCH", "/api/v1/namespaces/hello")
+    assert all(path.startswith("/apis/networking.k8s.io/v1/namespaces/hello/") for _, path in writes[1:-1])
+    assert writes[-1] == ("PATCH", "/apis/barmancloud.cnpg.io/v1/namespaces/hello/objectstores/hello-db-kind")
     assert code != 0
