@@ -91,6 +91,17 @@ class HelloService:
 
 
 def start_service(binary: Path, database_url: str, log_dir: Path, **settings: str) -> HelloService:
+    """The release binary serving on two free loopback ports, once ready. A port found free can be
+    taken by another test before the service binds it: that start is tried again on other ports
+    (three times at most); any other failure to start fails the test."""
+    for _ in range(3):
+        service = _start_service(binary, database_url, log_dir, **settings)
+        if service is not None:
+            return service
+    pytest.fail("hello found its ports taken three times in a row")
+
+
+def _start_service(binary: Path, database_url: str, log_dir: Path, **settings: str) -> HelloService | None:
     port = free_port()
     metrics_port = free_port()
     log_path = log_dir / f"hello-{port}.log"
@@ -110,6 +121,8 @@ def start_service(binary: Path, database_url: str, log_dir: Path, **settings: st
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            if "Address already in use" in service.log():
+                return None
             pytest.fail(f"hello exited with {process.returncode} at start-up:\n{service.log()}")
         try:
             if requests.get(service.url("/readyz"), timeout=1).status_code == 200:
