@@ -74,7 +74,12 @@ def test_a_kind_whose_crd_is_not_installed_is_not_served(cluster_api):
     )
     assert send(api, "PATCH", "/api/v1/namespaces/hello?fieldManager=x", {"metadata": {"name": "hello"}})[0] == 201
 
+    crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/objectstores.barmancloud.cnpg.io"
+    assert send(api, "GET", crd)[0] == 404
+
     installed = cluster_api(barman_crds())
+    # The installed CRD is read as an object too (roles/postgres reads the metrics CRD so).
+    assert send(installed, "GET", crd)[0] == 200
     send(installed, "PATCH", "/api/v1/namespaces/hello?fieldManager=x", {"metadata": {"name": "hello"}})
     code, _, body = send(installed, "GET", STORE)
     assert (code, json.loads(body)["message"]) == (404, 'objectstores.barmancloud.cnpg.io "hello-db" not found')

@@ -3,10 +3,11 @@
 ``support.kube_api.RegionApi`` plays a region that already runs (it answers reads and refuses
 writes); ``ClusterApi`` plays a region on the first day: no object but the system namespaces,
 and the API groups of the built-in kinds and of the CustomResourceDefinitions it is given
-(``crds_of``), none else. It stores what a run creates, applies (server-side or with a merge
-patch), replaces and deletes, and answers reads and lists (label selectors ``key=value`` and
-``key``) from what it holds, so a second run of the same playbooks finds what the first made and
-changes nothing. Like kube-apiserver it refuses:
+(``crds_of``; each also readable as its CustomResourceDefinition, and one applied through the
+API is served too), none else. It stores what a run creates, applies (server-side or with a
+merge patch), replaces and deletes, and answers reads and lists (label selectors ``key=value``
+and ``key``) from what it holds, so a second run of the same playbooks finds what the first made
+and changes nothing. Like kube-apiserver it refuses:
 
 - a create into a namespace that does not exist (``support.kube_api.missing_namespace``,
   NamespaceLifecycle);
@@ -114,14 +115,10 @@ class ClusterApi:
         self.version = version
         # (group/version, plural) -> (kind, namespaced)
         self.kinds = {(gv, plural): (kind, namespaced) for gv, plural, kind, namespaced in BUILTIN}
-        for crd in self.crds:
-            names = crd["spec"]["names"]
-            for served in crd["spec"]["versions"]:
-                if served.get("served", True):
-                    gv = f"{crd['spec']['group']}/{served['name']}"
-                    self.kinds[(gv, names["plural"])] = (names["kind"], crd["spec"]["scope"] == "Namespaced")
         # (group/version, plural, namespace or "", name) -> object
         self.objects = {}
+        for crd in self.crds:
+            self.install(crd)
         for name in namespaces:
             self.store(("v1", "namespaces", "", name), {"apiVersion": "v1", "kind": "Namespace", "metadata": {}})
         self.requests = []
@@ -132,6 +129,17 @@ class ClusterApi:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     _versions = itertools.count(1)
+
+    def install(self, crd):
+        """Stores a CustomResourceDefinition and serves its kind, as the API server does once the
+        CRD is established."""
+        names = crd["spec"]["names"]
+        for served in crd["spec"]["versions"]:
+            if served.get("served", True):
+                gv = f"{crd['spec']['group']}/{served['name']}"
+                self.kinds[(gv, names["plural"])] = (names["kind"], crd["spec"]["scope"] == "Namespaced")
+        key = ("apiextensions.k8s.io/v1", "customresourcedefinitions", "", crd["metadata"]["name"])
+        return self.store(key, crd, self.objects.get(key))
 
     def store(self, key, obj, existing=None):
         _, _, namespace, name = key
@@ -265,7 +273,7 @@ class ClusterApi:
             obj["status"] = existing["status"]
         if dry_run:
             return self.json(obj)
-        stored = self.store(key, obj, existing)
+        stored = self.install(obj) if kind == "CustomResourceDefinition" else self.store(key, obj, existing)
         return self.json(stored, 201 if creates else 200)
 
     @staticmethod
