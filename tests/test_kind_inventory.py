@@ -55,35 +55,6 @@ def test_no_pod_is_tied_to_a_gke_node_pool(kind_objects):
             assert not doc["spec"].get("affinity", {}).get("nodeSelector"), name
 
 
-# The labels of the one node the rehearsal's kind (v0.31.0) creates: the kubelet's own and
-# kubeadm's control-plane role; kind removes kubeadm's exclude-from-external-load-balancers from
-# a lone node (pkg/cluster/internal/create/actions/kubeadminit/init.go) and adds no zone or region.
-KIND_NODE_LABELS = {
-    "kubernetes.io/arch",
-    "kubernetes.io/hostname",
-    "kubernetes.io/os",
-    "node-role.kubernetes.io/control-plane",
-}
-
-
-def test_every_required_spread_key_is_a_label_of_kinds_node(kind_objects):
-    """kube-scheduler's PodTopologySpread filter refuses a node that lacks the topologyKey of a
-    DoNotSchedule constraint ("node(s) didn't match pod topology spread constraints (missing
-    required label)", UnschedulableAndUnresolvable: PodTopologySpread.Filter in kubernetes'
-    pkg/scheduler/framework/plugins/podtopologyspread/filtering.go, read at kubernetes commit
-    01c2588b; kubernetes/kubernetes#95812): on kind such a pod stays Pending."""
-    required = {
-        (name, constraint["topologyKey"])
-        for name, _, spec in pod_specs(kind_objects)
-        for constraint in spec.get("topologySpreadConstraints", [])
-        if constraint.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"
-    }
-    assert {(name, key) for name, key in required if key not in KIND_NODE_LABELS} == set()
-    for name, doc in kind_objects:
-        if doc["kind"] == "Cluster" and doc["spec"]["affinity"].get("podAntiAffinityType") == "required":
-            assert doc["spec"]["affinity"]["topologyKey"] in KIND_NODE_LABELS, name
-
-
 def test_every_volume_uses_kinds_storage_class(kind_objects):
     clusters = [(name, doc) for name, doc in kind_objects if doc["kind"] == "Cluster"]
     assert {name for name, _ in clusters} == {"postgres/cluster.yml", "drill/cluster.yml"}

@@ -196,16 +196,37 @@ def services(state, verb, positional, flags):
 
 
 def buckets(state, verb, positional, flags):
-    """`storage buckets describe|get-iam-policy gs://<bucket>`: the bucket and its IAM policy."""
+    """`storage buckets describe|create|update|get-iam-policy|add-iam-policy-binding gs://<bucket>`:
+    the bucket as the JSON API's Bucket resource (`describe --raw`: location, customPlacementConfig,
+    versioning, softDeletePolicy, lifecycle) and its IAM policy."""
     name = positional[0].removeprefix("gs://")
     bucket = state["buckets"].get(name)
+    if verb == "create":
+        if bucket is not None:
+            fail("(gcloud.storage.buckets.create) HTTPError 409: The requested bucket name is not available.")
+        resource = {"name": name, "location": flags["location"].upper()}
+        if flags.get("placement"):
+            resource["customPlacementConfig"] = {"dataLocations": flags["placement"].upper().split(",")}
+        state["buckets"][name] = {"resource": resource, "policy": {"etag": "CAE=", "version": 1, "bindings": []}}
+        bucket = state["buckets"][name]
     if bucket is None:
         fail(f"(gcloud.storage.buckets.{verb}) gs://{name} not found: 404.")
+    resource = bucket["resource"]
+    if "soft-delete-duration" in flags:
+        days = int(flags["soft-delete-duration"].removesuffix("d"))
+        resource["softDeletePolicy"] = {"retentionDurationSeconds": str(days * 86400)}
     if verb == "describe":
-        print(json.dumps(bucket["resource"]))
+        print(json.dumps(resource))
+    elif verb == "update":
+        if "versioning" in flags:
+            resource["versioning"] = {"enabled": True}
+        if "lifecycle-file" in flags:
+            resource["lifecycle"] = json.loads(Path(flags["lifecycle-file"]).read_text())
     elif verb == "get-iam-policy":
         print(json.dumps(bucket["policy"]))
-    else:
+    elif verb == "add-iam-policy-binding":
+        add_binding(bucket["policy"], flags)
+    elif verb != "create":
         fail(f"fake gcloud: storage buckets {verb} is not simulated", 3)
 
 
@@ -382,15 +403,19 @@ def iam_policy(state, resource, verb, flags):
         print(json.dumps(state["policies"].get(resource, empty)))
         return True
     if verb == "add-iam-policy-binding":
-        policy = state["policies"].setdefault(resource, empty)
-        binding = next((b for b in policy["bindings"] if b["role"] == flags["role"] and "condition" not in b), None)
-        if binding is None:
-            binding = {"role": flags["role"], "members": []}
-            policy["bindings"].append(binding)
-        if flags["member"] not in binding["members"]:
-            binding["members"].append(flags["member"])
+        add_binding(state["policies"].setdefault(resource, empty), flags)
         return True
     return False
+
+
+def add_binding(policy, flags):
+    """Adds --member to the binding of --role (one binding per role, no conditions)."""
+    binding = next((b for b in policy["bindings"] if b["role"] == flags["role"] and "condition" not in b), None)
+    if binding is None:
+        binding = {"role": flags["role"], "members": []}
+        policy["bindings"].append(binding)
+    if flags["member"] not in binding["members"]:
+        binding["members"].append(flags["member"])
 
 
 def projects(state, verb, positional, flags):
