@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -319,6 +320,71 @@ def policy_probes_and_shutdown(objects):
     return problems
 
 
+# Failed probes in a row a pod survives without leaving the Service or the load balancer: a
+# lost probe or a slow answer, twice. /readyz itself fails only while starting and draining.
+TOLERATED_FAILURES = 2
+
+
+def policy_blip_tolerance(objects):
+    """Probes and the load balancer's health check tolerate a blip, yet take a pod that cannot
+    answer out of traffic before the kubelet restarts it.
+
+    The semantics, as upstream states them: a probe's failureThreshold is "Minimum consecutive
+    failures for the probe to be considered failed after having succeeded" (Kubernetes 1.37
+    OpenAPI, io.k8s.api.core.v1.Probe, as kubernetes-validate 1.37.0 ships it; checked by
+    test_the_probe_semantics_relied_on_are_upstreams). A HealthCheckPolicy's spec.default is a
+    Compute Engine health check (cloud.google.com/kubernetes-engine/docs/how-to/
+    configure-gateway-resources, "Configure health check"), whose API (Compute Engine v1
+    healthChecks, cloud.google.com/compute/docs/reference/rest/v1/healthChecks) says:
+    unhealthyThreshold "A so-far healthy instance will be marked unhealthy after this many
+    consecutive failures", healthyThreshold the same for successes, and "It is invalid for
+    timeoutSec to have greater value than checkIntervalSec". A field left out takes the default
+    those sources give."""
+    problems = []
+    # Seconds of failed liveness probes after which the kubelet restarts a slot's pod.
+    restart_after = {}
+    for slot in SLOTS:
+        container = objects[("Deployment", f"hello-{slot}")]["spec"]["template"]["spec"]["containers"][0]
+        readiness, liveness = container.get("readinessProbe", {}), container.get("livenessProbe", {})
+        if not readiness or not liveness:
+            problems.append(f"hello-{slot}: readiness and liveness probes are required")
+            continue
+        restart_after[slot] = liveness.get("failureThreshold", 3) * liveness.get("periodSeconds", 10)
+        failures = readiness.get("failureThreshold", 3)
+        if failures <= TOLERATED_FAILURES:
+            problems.append(
+                f"hello-{slot}: readiness failureThreshold {failures} takes a pod out on "
+                f"{failures} failed probe(s); at least {TOLERATED_FAILURES + 1}"
+            )
+        if failures * readiness.get("periodSeconds", 10) >= restart_after[slot]:
+            problems.append(f"hello-{slot}: an unanswering pod must be unready before liveness restarts it")
+        if readiness.get("successThreshold", 1) != 1:
+            problems.append(f"hello-{slot}: a pod must be ready again after one good answer")
+    checks = [doc for (kind, _), doc in objects.items() if kind == "HealthCheckPolicy"]
+    if not checks:
+        problems.append("a HealthCheckPolicy is required")
+    for doc in checks:
+        name, check = doc["metadata"]["name"], doc["spec"]["default"]
+        interval, timeout = check.get("checkIntervalSec", 5), check.get("timeoutSec", 5)
+        unhealthy = check.get("unhealthyThreshold", 2)
+        if timeout > interval:
+            problems.append(f"HealthCheckPolicy {name}: timeoutSec {timeout} over checkIntervalSec {interval}")
+        if unhealthy <= TOLERATED_FAILURES:
+            problems.append(
+                f"HealthCheckPolicy {name}: unhealthyThreshold {unhealthy} marks a pod unhealthy on "
+                f"{unhealthy} failed check(s); at least {TOLERATED_FAILURES + 1}"
+            )
+        for slot, restart in restart_after.items():
+            if unhealthy * interval >= restart:
+                problems.append(
+                    f"HealthCheckPolicy {name}: an unanswering pod of hello-{slot} must leave the load "
+                    "balancer before liveness restarts it"
+                )
+        if check.get("healthyThreshold", 2) != 1:
+            problems.append(f"HealthCheckPolicy {name}: a new slot must count as healthy after one good answer")
+    return problems
+
+
 def policy_database_url(objects, secret, key):
     problems = []
     for name, _, container in service_containers(objects):
@@ -452,6 +518,7 @@ def policies(objects, vars_):
         "security context": policy_security_context(objects),
         "resources": policy_resources(objects),
         "probes and shutdown": policy_probes_and_shutdown(objects),
+        "blip tolerance": policy_blip_tolerance(objects),
         "database url": policy_database_url(objects, "hello-db-app", "uri"),
         "images": policy_images(objects),
         "network": policy_network(
@@ -461,12 +528,29 @@ def policies(objects, vars_):
     }
 
 
+def test_the_probe_semantics_relied_on_are_upstreams():
+    """The Kubernetes rules the probe thresholds and their comments rely on, read from the
+    OpenAPI schemas of Kubernetes 1.37 that kubernetes-validate 1.37.0 (requirements.txt) ships:
+    failureThreshold counts consecutive failures and defaults to 3, periodSeconds defaults to
+    10, and an endpoint is ready only when serving and not terminating (so a stopping pod leaves
+    the Service whatever its readiness probe answers)."""
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / "v1.37.0-local"
+    probe = json.loads((schemas / "probe-v1.json").read_text())["properties"]
+    assert probe["failureThreshold"]["description"].startswith(
+        "Minimum consecutive failures for the probe to be considered failed after having succeeded. Defaults to 3."
+    )
+    assert "Default to 10 seconds" in probe["periodSeconds"]["description"]
+    assert "Defaults to 1." in probe["successThreshold"]["description"]
+    conditions = json.loads((schemas / "endpointconditions-discovery-v1.json").read_text())["properties"]
+    assert "should be marked ready if it is serving and not terminating" in conditions["ready"]["description"]
+
+
 @pytest.mark.parametrize(("env", "host"), REGIONS)
 def test_every_policy_holds(ansible, rendered, env, host):
     results = policies(rendered[(env, host)]["objects"], hostvars(env, host))
     failing = {name: problems for name, problems in results.items() if problems}
     assert not failing, failing
-    assert len(results) == 13
+    assert len(results) == 14
 
 
 def remote_egress(objects):
@@ -607,6 +691,33 @@ def _pdb_on_both_slots(o):
     del o[("PodDisruptionBudget", "hello-blue")]["spec"]["selector"]["matchLabels"]["slot"]
 
 
+def _readiness_out_on_one_failure(o):
+    probe = o[("Deployment", "hello-green")]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    probe["failureThreshold"] = 1
+
+
+def _readiness_slower_than_liveness(o):
+    probe = o[("Deployment", "hello-blue")]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    probe["periodSeconds"] = 10
+    probe["failureThreshold"] = 3
+
+
+def _unhealthy_on_two_failures(o):
+    o[("HealthCheckPolicy", "hello")]["spec"]["default"]["unhealthyThreshold"] = 2
+
+
+def _health_check_timeout_over_interval(o):
+    o[("HealthCheckPolicy", "hello")]["spec"]["default"]["timeoutSec"] = 10
+
+
+def _health_check_slower_than_liveness(o):
+    o[("HealthCheckPolicy", "hello")]["spec"]["default"]["checkIntervalSec"] = 10
+
+
+def _new_slot_healthy_after_two_checks(o):
+    del o[("HealthCheckPolicy", "hello")]["spec"]["default"]["healthyThreshold"]
+
+
 def _post_check_retried(o):
     o[("Job", next(n for k, n in o if k == "Job" and "check-post" in n))]["spec"]["backoffLimit"] = 3
 
@@ -632,6 +743,12 @@ MUTATIONS = [
     ("entry point", _no_hsts),
     ("autoscaling and disruption", _pdb_on_both_slots),
     ("release jobs", _post_check_retried),
+    ("blip tolerance", _readiness_out_on_one_failure),
+    ("blip tolerance", _readiness_slower_than_liveness),
+    ("blip tolerance", _unhealthy_on_two_failures),
+    ("blip tolerance", _health_check_timeout_over_interval),
+    ("blip tolerance", _health_check_slower_than_liveness),
+    ("blip tolerance", _new_slot_healthy_after_two_checks),
 ]
 
 

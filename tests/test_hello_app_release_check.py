@@ -4,7 +4,8 @@ The check script is taken from the rendered ConfigMap hello-release-check (the r
 of every environment, support.render), and runs with /bin/sh and curl against the `hello` binary built
 from service/ (support.service) and serving an embedded SQLite database, as the check Jobs run it against the
 preview and live Services. A draining server (after SIGTERM) makes the post-promotion check
-fail, as a release whose new slot stops being ready must.
+fail, as a release whose new slot stops being ready must; a new slot that cannot reach its
+database fails the pre-promotion check although its /readyz answers 200.
 """
 
 import json
@@ -17,6 +18,8 @@ import pytest
 import yaml
 
 from support.net import free_port
+
+GREETING = "Hello, releasecheck! Happy birthday!"
 
 DRAIN_SECONDS = 3
 
@@ -80,7 +83,19 @@ def test_pre_promotion_check_passes_and_reports_the_release(check_script, server
     assert code == 0, output
     assert last == f"RESULT ok {reported_release(server)}"
     status, body = get(server, "/hello/releasecheck")
-    assert status == 200 and "releasecheck" in body, "the check user was written through the API"
+    assert (status, json.loads(body)) == (200, {"message": GREETING}), "saved through the API with today's date"
+
+
+def test_pre_promotion_check_fails_while_the_new_slot_cannot_reach_its_database(check_script, hello_service):
+    url = f"postgres://hello:secret@127.0.0.1:{free_port()}/hello"
+    # Started at all: hello_service waits for /readyz 200, which no longer waits for the database.
+    server = hello_service(url, MIGRATE_ON_START="false", DATABASE_CONNECT_TIMEOUT="300ms")
+    code, last, output = run_check(check_script, "pre", server.base_url, READY_SECONDS="3")
+    assert code == 1, output
+    assert last == (
+        'RESULT failed GET /readyz did not report the database ok in 3 s: {"status":"ready","database":"unavailable"}'
+    )
+    assert "PUT" not in output, "nothing is saved before the database answers"
 
 
 def test_pre_promotion_check_fails_on_another_release(check_script, server):

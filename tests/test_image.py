@@ -254,7 +254,7 @@ def test_the_container_serves_health_and_birthdays(container, pushed):
     assert status == 200
     assert health == {"status": "ok", "version": crate_version(), "commit": pushed["record"]["hello_image_commit"]}
 
-    assert http("GET", f"{container['url']}/readyz") == (200, {"status": "ready"})
+    assert http("GET", f"{container['url']}/readyz") == (200, {"status": "ready", "database": "ok"})
     status, _ = http("PUT", f"{container['url']}/hello/Imagetest", {"dateOfBirth": "1990-05-17"})
     assert status == 204
     status, greeting = http("GET", f"{container['url']}/hello/Imagetest")

@@ -4,6 +4,7 @@ pub mod build_info;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod database_check;
 pub mod domain;
 pub mod error;
 pub mod healthcheck;

@@ -1,5 +1,6 @@
-//! Prometheus metrics: requests by route and status, a latency histogram, database pool gauges
-//! and the build's version. One recorder per process, installed on first use.
+//! Prometheus metrics: requests by route and status, a latency histogram, database pool gauges,
+//! whether the database answers, and the build's version. One recorder per process, installed
+//! on first use.
 
 use std::{sync::OnceLock, time::Instant};
 
@@ -8,12 +9,13 @@ use axum::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{build_info, store::PoolStats};
+use crate::{build_info, database_check::DatabaseState, store::PoolStats};
 
 const REQUESTS: &str = "hello_http_requests_total";
 const REQUEST_DURATION: &str = "hello_http_request_duration_seconds";
 const POOL_CONNECTIONS: &str = "hello_db_pool_connections";
 const POOL_MAX_CONNECTIONS: &str = "hello_db_pool_max_connections";
+const DATABASE_UP: &str = "hello_database_up";
 const BUILD_INFO: &str = "hello_build_info";
 
 /// Latency buckets in seconds: from fast reads to the default 5s request timeout and beyond.
@@ -62,12 +64,22 @@ fn describe() {
         POOL_MAX_CONNECTIONS,
         "Largest number of database connections the pool opens"
     );
+    metrics::describe_gauge!(
+        DATABASE_UP,
+        "1 when the last check of the database (every second) was answered in time, else 0"
+    );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; the labels name the running build");
 }
 
-/// The metrics in Prometheus' text format, with the pool gauges read now.
-pub fn render(pool: PoolStats) -> String {
+/// The metrics in Prometheus' text format, with the pool gauges read now and the database's
+/// state as the last check saw it (no value before the first check has finished).
+pub fn render(pool: PoolStats, database: DatabaseState) -> String {
     let handle = handle();
+    match database {
+        DatabaseState::Ok => metrics::gauge!(DATABASE_UP).set(1.0),
+        DatabaseState::Unavailable => metrics::gauge!(DATABASE_UP).set(0.0),
+        DatabaseState::Unknown => {}
+    }
     metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(f64::from(pool.idle));
     metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use")
         .set(f64::from(pool.open.saturating_sub(pool.idle)));

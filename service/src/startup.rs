@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use crate::{
     clock::{Clock, SystemClock},
     config::Settings,
+    database_check::{self, DatabaseStatus},
     lifecycle::{Lifecycle, shutdown_signal},
     routes,
     server::{self, ConnectionLimits},
@@ -68,7 +69,8 @@ impl Application {
             store,
             clock,
             lifecycle: Lifecycle::default(),
-            readiness_timeout: settings.database_acquire_timeout,
+            database: DatabaseStatus::default(),
+            database_check_timeout: settings.database_acquire_timeout,
             request_timeout: settings.request_timeout,
         };
         Ok(Self {
@@ -102,9 +104,10 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `stop` resolves; then /readyz answers 503 while requests are still served
-    /// for DRAIN_PERIOD; then the listener closes and in-flight requests have SHUTDOWN_TIMEOUT
-    /// to finish.
+    /// Checks the database in the background and serves until `stop` resolves (/readyz answers
+    /// 200 from the start, whatever the database's state); then /readyz answers 503 while
+    /// requests are still served for DRAIN_PERIOD; then the listener closes and in-flight
+    /// requests have SHUTDOWN_TIMEOUT to finish.
     pub async fn run_until(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -119,6 +122,12 @@ impl Application {
             ..
         } = self;
         let lifecycle = state.lifecycle.clone();
+        let serving = state.lifecycle.clone();
+        let checking_database = tokio::spawn(database_check::watch(
+            state.store.clone(),
+            state.database.clone(),
+            state.database_check_timeout,
+        ));
         // Scrapes go on until the API has stopped; then the metrics server closes too.
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server::serve(
@@ -141,15 +150,19 @@ impl Application {
         };
         let server = server::serve(listener, app, connection_limits, graceful);
         tokio::pin!(server);
+        // Start-up is over: the listener bound in `build` is served from the first poll below.
+        serving.finish_starting();
         // The server may finish in the same instant the drain ends (nothing in flight): either
         // branch can win then, and both end in "stopped".
-        tokio::select! {
-            () = &mut server => {}
+        let outcome = tokio::select! {
+            () = &mut server => Ok(()),
             _ = drained_rx => tokio::time::timeout(shutdown_timeout, server)
                 .await
-                .map_err(|_| ServeError::ShutdownTimedOut(shutdown_timeout))?,
-        }
+                .map_err(|_| ServeError::ShutdownTimedOut(shutdown_timeout)),
+        };
         let _ = metrics_stop.send(());
+        checking_database.abort();
+        outcome?;
         tracing::info!("stopped");
         Ok(())
     }

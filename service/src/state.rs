@@ -3,14 +3,16 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{clock::Clock, lifecycle::Lifecycle, store::Store};
+use crate::{clock::Clock, database_check::DatabaseStatus, lifecycle::Lifecycle, store::Store};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub lifecycle: Lifecycle,
-    /// Bound on the database check of /readyz.
-    pub readiness_timeout: Duration,
+    /// The database's state as the last background check saw it.
+    pub database: DatabaseStatus,
+    /// Bound on each background check of the database.
+    pub database_check_timeout: Duration,
     pub request_timeout: Duration,
 }

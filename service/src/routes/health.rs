@@ -1,10 +1,12 @@
-//! `GET /healthz` (the process runs) and `GET /readyz` (it should get traffic).
+//! `GET /healthz` (the process runs) and `GET /readyz` (it can serve: started, not draining).
 
 use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{build_info, error::ApiError, error::ErrorBody, state::AppState};
+use crate::{
+    build_info, database_check::DatabaseState, error::ApiError, error::ErrorBody, state::AppState,
+};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -22,6 +24,10 @@ pub struct Health {
 pub struct Ready {
     #[schema(example = "ready")]
     pub status: String,
+    /// The database's state at the last background check (every second): reported, not a
+    /// condition of readiness. While it is `unavailable`, requests that need the database
+    /// answer 503 `the database is unavailable: try again shortly`.
+    pub database: DatabaseState,
 }
 
 /// Liveness: 200 while the process runs.
@@ -35,11 +41,13 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: 200 only when the database answers and the process is not shutting down.
+/// Readiness: 200 from the end of start-up until shutdown begins, whatever the database's
+/// state, which the body reports (a database shared by every pod must not empty the load
+/// balancer). Answered without touching the database.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready for traffic", body = Ready),
-        (status = 503, description = "Draining, or the database does not answer", body = ErrorBody),
+        (status = 200, description = "Serving; the body reports the database's state", body = Ready),
+        (status = 503, description = "Starting, or draining after SIGTERM", body = ErrorBody),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     if state.lifecycle.is_draining() {
@@ -47,14 +55,13 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
             "draining: the service is shutting down".to_owned(),
         ));
     }
-    if let Err(error) = state.store.ping(state.readiness_timeout).await {
-        match std::error::Error::source(&error) {
-            Some(cause) => tracing::warn!(%error, %cause, "not ready"),
-            None => tracing::warn!(%error, "not ready"),
-        }
-        return Err(ApiError::NotReady(error.to_string()));
+    if !state.lifecycle.is_started() {
+        return Err(ApiError::NotReady(
+            "starting: the service has not finished starting".to_owned(),
+        ));
     }
     Ok(Json(Ready {
         status: "ready".to_owned(),
+        database: state.database.get(),
     }))
 }

@@ -7,14 +7,14 @@ use utoipa::openapi::OpenApi;
 
 use crate::{metrics, state::AppState};
 
-/// Prometheus metrics: requests by route and status, latency, database pool, build.
+/// Prometheus metrics: requests by route and status, latency, database pool and state, build.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(state.store.pool_stats()),
+        metrics::render(state.store.pool_stats(), state.database.get()),
     )
 }
 

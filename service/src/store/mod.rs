@@ -36,7 +36,7 @@ pub struct PoolStats {
 pub struct Store {
     /// SeaORM's pool: migrations, and every statement on SQLite.
     db: DatabaseConnection,
-    /// On PostgreSQL, the connections that requests' statements and readiness checks run on
+    /// On PostgreSQL, the connections that requests' statements and database checks run on
     /// (see [`postgres`] for why not SeaORM's pool).
     postgres: Option<PgConnections>,
     max_connections: u32,
@@ -49,7 +49,7 @@ pub struct Store {
 
 impl Store {
     /// Opens the connection pool. When `lazy`, no connection is made until one is needed, so
-    /// the service starts (and reports not ready) while the database is down.
+    /// the service starts (and reports the database unavailable) while the database is down.
     ///
     /// A pooled connection is not pinged before each use, nor after (either would be a second
     /// round trip per request); a broken one is found by the statement that fails on it, which

@@ -1,5 +1,6 @@
-//! Shutdown (drain, then finish in-flight requests within a bound) and an unreachable
-//! database (503 within a bound, never a hang).
+//! Readiness (503 only before start-up has finished and while draining), shutdown (drain, then
+//! finish in-flight requests within a bound) and an unreachable database (requests 503 within
+//! a bound, never a hang; the service stays ready).
 
 use std::time::{Duration, Instant};
 
@@ -74,10 +75,81 @@ async fn shutdown_is_bounded(backend: Backend) {
     );
 }
 
+/// After the shutdown trigger, /readyz answers 503 at once while requests are still served.
+async fn readyz_answers_503_while_draining(backend: Backend) {
+    let mut app = spawn_app_with(backend, |s| s.drain_period = Duration::from_secs(2)).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.trigger_shutdown();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let message = loop {
+        let response = app.get("/readyz").await;
+        if response.status() == 503 {
+            break assert_error(response, 503, &[]).await;
+        }
+        assert!(Instant::now() < deadline, "/readyz still answers 200");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(message, "draining: the service is shutting down");
+    assert_eq!(app.put_birthday("Ann", "1990-01-01").await.status(), 204);
+    assert_error(app.get_hello("Nobody").await, 404, &["Nobody"]).await;
+}
+
 crate::on_both_backends!(
     in_flight_requests_complete_after_the_drain,
     shutdown_is_bounded,
+    readyz_answers_503_while_draining,
 );
+
+/// GET /readyz through the routes alone, with `state`: its status and JSON body.
+async fn readyz_with(state: &hello::state::AppState) -> (u16, serde_json::Value) {
+    use tower::ServiceExt as _;
+
+    let request = axum::http::Request::get("/readyz")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = hello::routes::router(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// Before start-up has finished (the server not serving yet), /readyz answers 503; from then
+/// on 200. The routes are called directly, with the state `Application::run_until` marks.
+#[tokio::test]
+async fn readyz_answers_503_until_start_up_has_finished() {
+    let database = crate::common::TestDatabase::fresh(Backend::Sqlite).await;
+    let settings = test_settings(&database.url);
+    let state = hello::state::AppState {
+        store: hello::startup::connect(&settings, false).await.unwrap(),
+        clock: std::sync::Arc::new(hello::clock::SystemClock),
+        lifecycle: hello::lifecycle::Lifecycle::default(),
+        database: hello::database_check::DatabaseStatus::default(),
+        database_check_timeout: settings.database_acquire_timeout,
+        request_timeout: settings.request_timeout,
+    };
+    assert_eq!(
+        readyz_with(&state).await,
+        (
+            503,
+            serde_json::json!({"error": "starting: the service has not finished starting"})
+        )
+    );
+
+    state.lifecycle.finish_starting();
+    assert_eq!(
+        readyz_with(&state).await,
+        (
+            200,
+            serde_json::json!({"status": "ready", "database": "unknown"})
+        ),
+        "no check has run: nothing started it"
+    );
+}
 
 /// A PostgreSQL URL to a port where nothing listens.
 async fn unreachable_database_url() -> String {
@@ -88,7 +160,7 @@ async fn unreachable_database_url() -> String {
 }
 
 #[tokio::test]
-async fn an_unreachable_database_makes_readyz_and_requests_503_within_the_bound() {
+async fn an_unreachable_database_makes_requests_503_within_the_bound_and_readyz_report_it() {
     let url = unreachable_database_url().await;
     let mut settings = test_settings(&url);
     settings.migrate_on_start = false;
@@ -97,28 +169,24 @@ async fn an_unreachable_database_makes_readyz_and_requests_503_within_the_bound(
     let database = crate::common::TestDatabase { url, _dir: None };
     let app = crate::common::spawn_on(database, &settings).await;
 
-    for (path, status) in [("/readyz", 503), ("/hello/Ann", 503)] {
-        let started = Instant::now();
-        let message = assert_error(app.get(path).await, status, &["database"]).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{path}: {:?}",
-            started.elapsed()
-        );
-        assert!(!message.contains("secret"), "{message}");
-    }
-    let started = Instant::now();
-    assert_error(
-        app.put_birthday("Ann", "1990-01-01").await,
-        503,
-        &["database"],
-    )
-    .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
+    assert_eq!(
+        app.wait_for_database("unavailable").await,
+        serde_json::json!({"status": "ready", "database": "unavailable"})
     );
+    let started = Instant::now();
+    let greeting = app.get_hello("Ann").await;
+    let greeting_took = started.elapsed();
+    let started = Instant::now();
+    let save = app.put_birthday("Ann", "1990-01-01").await;
+    let save_took = started.elapsed();
+    for (what, response, took) in [("GET", greeting, greeting_took), ("PUT", save, save_took)] {
+        let message = assert_error(response, 503, &[]).await;
+        assert_eq!(
+            message, "the database is unavailable: try again shortly",
+            "{what}"
+        );
+        assert!(took < Duration::from_secs(3), "{what} took {took:?}");
+    }
     assert_eq!(
         app.get("/healthz").await.status(),
         200,

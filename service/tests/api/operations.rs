@@ -18,13 +18,12 @@ async fn healthz_reports_the_build(backend: Backend) {
     assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
 }
 
-async fn readyz_is_200_when_the_database_answers(backend: Backend) {
+/// Ready from the start; the body reports the database's state once it has been checked.
+async fn readyz_is_200_and_reports_the_database(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app.get("/readyz").await;
-    assert_eq!(response.status(), 200);
     assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        serde_json::json!({"status": "ready"})
+        app.wait_for_database("ok").await,
+        serde_json::json!({"status": "ready", "database": "ok"})
     );
 }
 
@@ -41,6 +40,7 @@ async fn metrics_are_apart_from_the_api(backend: Backend) {
 
 async fn metrics_count_requests_time_them_and_show_the_pool(backend: Backend) {
     let app = spawn_app(backend).await;
+    app.wait_for_database("ok").await;
     app.get_hello("Nobody").await;
     app.put_birthday("Ann", "1990-01-01").await;
     let response = app.get_on_metrics_port("/metrics").await;
@@ -63,6 +63,8 @@ async fn metrics_count_requests_time_them_and_show_the_pool(backend: Backend) {
         r#"hello_db_pool_connections{state="idle"} "#,
         r#"hello_db_pool_connections{state="in_use"} "#,
         "hello_db_pool_max_connections 10",
+        "hello_database_up 1",
+        "# TYPE hello_database_up gauge",
         "# TYPE hello_http_requests_total counter",
         "# TYPE hello_http_request_duration_seconds histogram",
     ] {
@@ -125,6 +127,17 @@ async fn openapi_describes_every_route(backend: Backend) {
         schemas["ErrorBody"]["required"],
         serde_json::json!(["error"])
     );
+    assert_eq!(
+        schemas["Ready"]["required"],
+        serde_json::json!(["status", "database"])
+    );
+    let readyz: Vec<&str> = paths["/readyz"]["get"]["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(readyz, ["200", "503"]);
     assert_eq!(
         document,
         serde_json::to_value(hello::routes::openapi()).unwrap()
@@ -211,7 +224,7 @@ async fn a_request_over_the_timeout_answers_503(backend: Backend) {
 
 crate::on_both_backends!(
     healthz_reports_the_build,
-    readyz_is_200_when_the_database_answers,
+    readyz_is_200_and_reports_the_database,
     metrics_count_requests_time_them_and_show_the_pool,
     metrics_are_apart_from_the_api,
     openapi_describes_every_route,

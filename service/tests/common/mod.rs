@@ -217,6 +217,39 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Polls GET /readyz until its body reports the database `state` (`ok`, `unavailable`):
+    /// the service checks the database every second. Every answer on the way must be a 200:
+    /// the database's state never makes the service unready. Returns the last body.
+    pub async fn wait_for_database(&self, state: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = self.get("/readyz").await;
+            assert_eq!(response.status(), 200, "GET /readyz");
+            let body: Value = response.json().await.expect("a JSON body");
+            if body["database"] == state {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/readyz never reported the database {state}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The value of the gauge `name` (a line `name <value>`) on GET /metrics, if any.
+    pub async fn gauge(&self, name: &str) -> Option<f64> {
+        let text = self
+            .get_on_metrics_port("/metrics")
+            .await
+            .text()
+            .await
+            .expect("a metrics body");
+        text.lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|value| value.parse().ok())
+    }
+
     /// Fires the shutdown trigger, as SIGTERM does.
     pub fn trigger_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
