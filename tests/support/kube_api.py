@@ -171,6 +171,30 @@ def _resource(name, kind, verbs=("get", "list", "patch", "create", "update", "wa
     }
 
 
+def resource_list(group_version, resources):
+    """The discovery document of one group version: the kinds it serves."""
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
+
+
+# The API groups served besides the core group (version v1 each), with the kinds the playbooks use.
+_GROUPS = {
+    "postgresql.cnpg.io": [
+        _resource("clusters", "Cluster"),
+        {
+            "name": "clusters/status",
+            "singularName": "",
+            "namespaced": True,
+            "kind": "Cluster",
+            "verbs": ["get", "patch", "update"],
+        },
+        _resource("backups", "Backup", ("create", "get", "list", "watch")),
+    ],
+    "barmancloud.cnpg.io": [_resource("objectstores", "ObjectStore")],
+    "apps": [_resource("deployments", "Deployment")],
+    "discovery.k8s.io": [_resource("endpointslices", "EndpointSlice")],
+    "networking.k8s.io": [_resource("networkpolicies", "NetworkPolicy")],
+}
+
 DISCOVERY = {
     "/version": {"major": "1", "minor": "34", "gitVersion": "v1.34.0"},
     "/api": {"kind": "APIVersions", "versions": ["v1"]},
@@ -194,49 +218,10 @@ DISCOVERY = {
                 "versions": [{"groupVersion": f"{name}/v1", "version": "v1"}],
                 "preferredVersion": {"groupVersion": f"{name}/v1", "version": "v1"},
             }
-            for name in ("postgresql.cnpg.io", "barmancloud.cnpg.io", "apps", "discovery.k8s.io", "networking.k8s.io")
+            for name in _GROUPS
         ],
     },
-    "/apis/postgresql.cnpg.io/v1": {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": "postgresql.cnpg.io/v1",
-        "resources": [
-            _resource("clusters", "Cluster"),
-            {
-                "name": "clusters/status",
-                "singularName": "",
-                "namespaced": True,
-                "kind": "Cluster",
-                "verbs": ["get", "patch", "update"],
-            },
-            _resource("backups", "Backup", ("create", "get", "list", "watch")),
-        ],
-    },
-    "/apis/barmancloud.cnpg.io/v1": {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": "barmancloud.cnpg.io/v1",
-        "resources": [_resource("objectstores", "ObjectStore")],
-    },
-    "/apis/apps/v1": {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": "apps/v1",
-        "resources": [_resource("deployments", "Deployment")],
-    },
-    "/apis/networking.k8s.io/v1": {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": "networking.k8s.io/v1",
-        "resources": [_resource("networkpolicies", "NetworkPolicy")],
-    },
-    "/apis/discovery.k8s.io/v1": {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": "discovery.k8s.io/v1",
-        "resources": [_resource("endpointslices", "EndpointSlice")],
-    },
+    **{f"/apis/{name}/v1": resource_list(f"{name}/v1", resources) for name, resources in _GROUPS.items()},
 }
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from support.kube_api import SYSTEM_NAMESPACES, merge_patch, missing_namespace
+from support.kube_api import SYSTEM_NAMESPACES, merge_patch, missing_namespace, resource_list
 
 # The built-in kinds the playbooks read or write, as (group/version, plural, kind, namespaced).
 BUILTIN = [
@@ -202,7 +202,7 @@ class ClusterApi:
         ]
         if not resources:
             return None
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+        return resource_list(gv, resources)
 
     def list(self, gv, plural, namespace, query):
         selectors = [s for s in query.get("labelSelector", "").split(",") if s]
