@@ -63,11 +63,14 @@ def pytest_collection_modifyitems(items):
             if fixture in item.fixturenames:
                 for marker in markers:
                     item.add_marker(marker)
-    # The modules that build images (minutes when the layer cache is cold) first: each module
-    # runs on one worker (--dist=loadscope), so started last, the build would be the run's tail
-    # while the other workers sit idle; started first, the other modules run beside it.
+    # The longest modules first: each module runs on one worker (--dist=loadscope), so a long
+    # one started last would be the run's tail while the other workers sit idle; started first,
+    # the short modules fill the other workers beside it. The modules that build images (minutes
+    # when the layer cache is cold), then those with whole playbook runs (`slow`), then the rest,
+    # each group in its collection order.
     docker_modules = {item.module for item in items if item.get_closest_marker("docker")}
-    items.sort(key=lambda item: item.module not in docker_modules)
+    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.module not in docker_modules, item.module not in slow_modules))
 
 
 @pytest.fixture(autouse=True)
