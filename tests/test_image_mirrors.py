@@ -31,6 +31,18 @@ What is encoded here, each where it can fail:
   charts/plugin-barman-cloud/templates/deployment.yaml and configmap.yaml (SIDECAR_IMAGE):
   <registry>/<repository>:<tag | default appVersion v0.13.0>; the tag keys are free strings in
   both charts' values.schema.json. Two images keep a tag, each named here with its reason.
+- the service's repository (roles/image, artifact_registry.yml) has immutable tags: created with
+  `gcloud artifacts repositories create --immutable-tags`, an existing one without them updated
+  with `gcloud artifacts repositories update --immutable-tags` (both flags in the reference of
+  SDK 528.0.0, surface/artifacts/repositories/create.yaml and update.yaml: api_field
+  repository.dockerConfig.immutableTags; "Update repository settings",
+  cloud.google.com/artifact-registry/docs/repositories/update-repo-settings: immutable image
+  tags are a setting of Docker repositories, which then refuse to delete a tagged image, remove a
+  tag, or push a tag already used by another image). The remote repositories are created without
+  it: nothing is pushed to them, Artifact Registry fills them by caching what the upstream serves
+  ("Remote repositories overview", cloud.google.com/artifact-registry/docs/repositories/
+  remote-overview), so the setting's protections have nothing to act on, and the pods name
+  third-party images by digest anyway.
 Not exercised: a real pull through a remote repository, which needs a project.
 """
 
@@ -109,17 +121,19 @@ def test_without_mirrors_every_reference_is_kept():
     assert hello_images.hello_mirrored_registry("ghcr.io", MIRRORS, REGISTRY) == "europe-docker.pkg.dev/p/ghcr"
 
 
-def run_remote_repositories(project):
+def run_image_tasks(project, tasks_from):
+    """Runs roles/image's tasks file ``tasks_from`` against the project."""
     playbook = write_play(
-        project.inventory.parent / "mirrors.yml",
+        project.inventory.parent / f"{tasks_from}.yml",
         tasks=[
-            {
-                "name": "Ensure the remote repositories",
-                "ansible.builtin.include_role": {"name": "image", "tasks_from": "remote_repositories"},
-            }
+            {"name": f"Run {tasks_from}", "ansible.builtin.include_role": {"name": "image", "tasks_from": tasks_from}}
         ],
     )
     return project.run(playbook=str(playbook))
+
+
+def run_remote_repositories(project):
+    return run_image_tasks(project, "remote_repositories")
 
 
 def test_the_remote_repositories_are_created_once_with_flags_gcloud_accepts(ansible, tmp_path, gcloud_config):
@@ -133,11 +147,79 @@ def test_the_remote_repositories_are_created_once_with_flags_gcloud_accepts(ansi
         assert "--mode=remote-repository" in call and "--repository-format=docker" in call
         assert f"--remote-docker-repo={mirror['upstream']}" in call
         assert "--location=europe" in call and "--project=hello-platform-staging" in call
+        # Nothing is pushed to a remote repository: immutable tags are the service repository's.
+        assert "--immutable-tags" not in call
 
     again_code, again, again_calls = run_remote_repositories(project)
     assert again_code == 0, again
     assert not [call for call in again_calls if call[:3] == ["artifacts", "repositories", "create"]]
     assert "changed=0" in again[again.index("PLAY RECAP") :]
+
+
+def run_service_repository(project):
+    return run_image_tasks(project, "artifact_registry")
+
+
+def repository_changes(calls):
+    return [
+        call
+        for call in calls
+        if call[:3] in (["artifacts", "repositories", "create"], ["artifacts", "repositories", "update"])
+    ]
+
+
+def test_the_service_repository_is_created_with_immutable_tags(ansible, tmp_path, gcloud_config):
+    project = FakeProject(tmp_path, "staging", gcloud_config)
+    code, output, calls = run_service_repository(project)
+    assert code == 0, output
+    (create,) = repository_changes(calls)
+    assert create[:4] == ["artifacts", "repositories", "create", "hello"]
+    assert "--immutable-tags" in create and "--repository-format=docker" in create
+    repository = json.loads(project.state.read_text())["repositories"]["hello-platform-staging/europe/hello"]
+    assert repository["dockerConfig"] == {"immutableTags": True}
+
+    again_code, again, again_calls = run_service_repository(project)
+    assert again_code == 0, again
+    assert repository_changes(again_calls) == []
+    assert "changed=0" in again[again.index("PLAY RECAP") :]
+
+
+def test_an_existing_service_repository_gets_immutable_tags_once(ansible, tmp_path, gcloud_config):
+    project = FakeProject(tmp_path, "staging", gcloud_config)
+    name = "projects/hello-platform-staging/locations/europe/repositories/hello"
+    project.state.write_text(
+        json.dumps(
+            {
+                "repositories": {
+                    "hello-platform-staging/europe/hello": {
+                        "name": name,
+                        "format": "DOCKER",
+                        "mode": "STANDARD_REPOSITORY",
+                        "dockerConfig": {"immutableTags": False},
+                    }
+                }
+            }
+        )
+    )
+    code, output, calls = run_service_repository(project)
+    assert code == 0, output
+    assert repository_changes(calls) == [
+        [
+            "artifacts",
+            "repositories",
+            "update",
+            "hello",
+            "--project=hello-platform-staging",
+            "--location=europe",
+            "--immutable-tags",
+        ]
+    ]
+    repository = json.loads(project.state.read_text())["repositories"]["hello-platform-staging/europe/hello"]
+    assert repository["dockerConfig"] == {"immutableTags": True}
+
+    again_code, again, again_calls = run_service_repository(project)
+    assert again_code == 0, again
+    assert repository_changes(again_calls) == []
 
 
 def test_a_repository_of_that_name_that_proxies_something_else_stops_the_run(ansible, tmp_path, gcloud_config):
