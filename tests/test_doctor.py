@@ -54,7 +54,12 @@ def production(ansible, tmp_path_factory, gcloud_config):
         state["services"][PROJECT] = APIS
         # playbooks/image.yml made the remote repository of ghcr.io; the others are still to come.
         state["repositories"] = {
-            f"{PROJECT}/europe/ghcr": repository("ghcr", customRepository={"uri": "https://ghcr.io"})
+            f"{PROJECT}/europe/ghcr": repository("ghcr", customRepository={"uri": "https://ghcr.io"}),
+            # The service's repository, with the immutable tags playbooks/image.yml gives it.
+            f"{PROJECT}/europe/hello": {
+                **repository("hello", mode="STANDARD_REPOSITORY"),
+                "dockerConfig": {"immutableTags": True},
+            },
         }
         state["buckets"][BUCKET] = {
             "resource": {"name": BUCKET, "location": "EU"},
@@ -84,6 +89,7 @@ def test_an_empty_project_is_told_what_to_enable_and_what_is_still_to_create(ans
     assert "ok cluster hello-staging-europe-west1: not created yet (playbooks/cluster.yml creates it)" in text
     assert "not created yet (playbooks/database.yml creates it)" in text
     assert "ok images recorded in build/staging/image.yml: none recorded yet" in text
+    assert "ok repository hello, immutable tags: not created yet (playbooks/image.yml creates it" in text
     assert "1 check(s) failed: APIs enabled in hello-platform-staging." in text
     assert project.snapshot() == ""
 
@@ -99,6 +105,7 @@ def test_a_project_the_playbooks_built_passes_every_check(ansible, production):
         "ok remote repositories for ghcr.io, quay.io, docker.io: present: ghcr; playbooks/image.yml creates the others"
         in flat(output)
     )
+    assert "ok repository hello, immutable tags: on" in flat(output)
     for region in ("europe-west1", "europe-west4"):
         for check in ("Workload Identity", "Gateway API", "firewall rule for admission webhooks"):
             assert f"ok cluster hello-production-{region}, {check}" in flat(output)
@@ -123,13 +130,19 @@ def test_each_broken_prerequisite_is_reported_with_its_fix(ansible, production):
         )
         # The recorded tools image was deleted from the registry since.
         state["images"].remove(TOOLS_IMAGE)
+        # Someone turned the service repository's immutable tags off.
+        state["repositories"][f"{PROJECT}/europe/hello"]["dockerConfig"] = {"immutableTags": False}
 
     edit_state(production, broken)
     before = production.snapshot()
     code, output, _ = production.run(*production.record, playbook="doctor.yml")
     text = flat(output)
     assert code != 0
-    assert "6 check(s) failed" in text
+    assert "7 check(s) failed" in text
+    assert (
+        "FAIL repository hello, immutable tags: off: its tags can be moved to other images and deleted -> "
+        f"gcloud artifacts repositories update hello --immutable-tags --location=europe --project={PROJECT}"
+    ) in text
     assert f"not in the registry: {TOOLS_IMAGE} -> ansible-playbook -i" in text
     assert "playbooks/image.yml (pushes them again and records what the registry serves)" in text
     assert (

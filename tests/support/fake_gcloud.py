@@ -230,10 +230,21 @@ def buckets(state, verb, positional, flags):
         fail(f"fake gcloud: storage buckets {verb} is not simulated", 3)
 
 
+def immutable_tags(repository, flags):
+    """--immutable-tags / --no-immutable-tags as the API's dockerConfig.immutableTags (the SDK's
+    surface/artifacts/repositories create.yaml and update.yaml: a bool flag, Docker only)."""
+    for flag, value in (("immutable-tags", True), ("no-immutable-tags", False)):
+        if flag in flags:
+            if repository["format"] != "DOCKER":
+                fail("INVALID_ARGUMENT: immutable tags apply to Docker repositories only")
+            repository["dockerConfig"] = {"immutableTags": value}
+
+
 def repositories(state, verb, positional, flags):
-    """`artifacts repositories describe|create`: Artifact Registry repositories, shaped as the
-    API's Repository (artifactregistry_v1_messages.py of the gcloud SDK: mode, format,
-    remoteRepositoryConfig.dockerRepository.publicRepository DOCKER_HUB or customRepository.uri)."""
+    """`artifacts repositories describe|create|update`: Artifact Registry repositories, shaped as
+    the API's Repository (artifactregistry_v1_messages.py of the gcloud SDK: mode, format,
+    dockerConfig.immutableTags, remoteRepositoryConfig.dockerRepository.publicRepository
+    DOCKER_HUB or customRepository.uri)."""
     name = positional[0]
     key = f"{flags['project']}/{flags['location']}/{name}"
     resource = f"projects/{flags['project']}/locations/{flags['location']}/repositories/{name}"
@@ -253,7 +264,12 @@ def repositories(state, verb, positional, flags):
                 else {"customRepository": {"uri": upstream}}
             )
             repository.update(mode="REMOTE_REPOSITORY", remoteRepositoryConfig={"dockerRepository": docker})
+        immutable_tags(repository, flags)
         state["repositories"][key] = repository
+    elif verb == "update":
+        if key not in state["repositories"]:
+            fail(f"NOT_FOUND: Requested entity was not found. (resource {resource})")
+        immutable_tags(state["repositories"][key], flags)
     else:
         fail(f"fake gcloud: artifacts repositories {verb} is not simulated", 3)
 
