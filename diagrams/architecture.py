@@ -107,7 +107,8 @@ def build() -> Diagram:
         primary >> Edge(label="synchronous\nstreaming", **REPLICATION) >> [standby_b, standby_c]
         primary >> Edge(label="WAL archive +\nbase backups\n(barman-cloud)", **BACKUP) >> bucket
         dump >> Edge(label="logical dump", **BACKUP) >> bucket
-        bucket >> Edge(label="WAL replay", **REPLICATION) >> replica
+        primary >> Edge(label="streaming, TLS verify-full\n(cross-region internal LB)", **REPLICATION) >> replica
+        bucket >> Edge(label="WAL replay\n(when streaming is down)", **REPLICATION) >> replica
         standby_app >> Edge(label="cross-region\ninternal LB", **REQUEST) >> rw
         bucket >> Edge(label="recovery", **BACKUP) >> drill
 

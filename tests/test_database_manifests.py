@@ -11,8 +11,11 @@ postgres_metrics chooses (and, against a stand-in API server, the check that the
 its kind), and no secret in any file.
 """
 
+import copy
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -248,6 +251,67 @@ def test_staging_has_no_distributed_topology(rendered):
     assert "initdb" in spec["bootstrap"]
 
 
+# Each Cluster's entry for the other member: what the DR region's designated primary streams
+# with (tests/test_database_streaming.py connects with it to a real server).
+STREAMING = {
+    "connectionParameters": {
+        "host": "hello-db-primary.hello.svc",
+        "port": "5432",
+        "user": "streaming_replica",
+        "dbname": "postgres",
+        "sslmode": "verify-full",
+    },
+    "sslCert": {"name": "hello-db-primary-replication", "key": "tls.crt"},
+    "sslKey": {"name": "hello-db-primary-replication", "key": "tls.key"},
+    "sslRootCert": {"name": "hello-db-primary-ca", "key": "ca.crt"},
+}
+
+
+def test_the_dr_cluster_streams_from_its_source_and_keeps_its_archive(rendered):
+    """CloudNativePG 1.30.0 docs/src/replica_cluster.md ("Configuring Replication", "Defining an
+    External Cluster"): an external cluster with connectionParameters makes the designated
+    primary stream (primary_conninfo), one with a plugin gives it the WAL archive
+    (restore_command); with both, PostgreSQL streams and falls back to the archive."""
+    production = rendered["production"]
+    for region, objects in production.items():
+        spec = one(objects, "Cluster")["spec"]
+        own = f"hello-db-{region}"
+        external = {e["name"]: e for e in spec["externalClusters"]}
+        (other,) = set(external) - {own}
+        # A Cluster never streams from itself; from the other member, while it holds the primary.
+        assert set(external[own]) == {"name", "plugin"}, region
+        assert {k: v for k, v in external[other].items() if k not in ("name", "plugin")} == STREAMING, region
+        assert external[other]["plugin"]["parameters"]["barmanObjectName"] == other
+    replica = one(production["europe-west4"], "Cluster")["spec"]
+    (source,) = [e for e in replica["externalClusters"] if e["name"] == replica["replica"]["source"]]
+    assert source["name"] == "hello-db-europe-west1"
+    assert "connectionParameters" in source and "plugin" in source
+
+
+def validate_against_the_pinned_crds(folder, objects):
+    """scripts/validate-manifests over ``objects``, custom resources against HELLO_CRD_DIR."""
+    crd_dir = os.environ.get("HELLO_CRD_DIR")
+    assert crd_dir, "HELLO_CRD_DIR names the pinned CRDs' folder (docs/testing.md)"
+    (folder / "objects.yml").write_text(yaml.safe_dump_all(objects))
+    done = subprocess.run(
+        [REPO / "scripts" / "validate-manifests", folder], capture_output=True, text=True, check=False
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_the_streaming_dr_cluster_is_valid_against_the_pinned_crd(rendered, tmp_path):
+    cluster = one(rendered["production"]["europe-west4"], "Cluster")
+    code, output = validate_against_the_pinned_crds(tmp_path, [cluster])
+    assert code == 0, output
+    assert "1 objects checked" in output and "0 invalid" in output, output
+    # The check reaches the new fields: connectionParameters is a map of strings
+    # (api/v1/cluster_types.go ExternalCluster), so a port given as a number is refused.
+    broken = copy.deepcopy(cluster)
+    broken["spec"]["externalClusters"][0]["connectionParameters"]["port"] = 5432
+    code, output = validate_against_the_pinned_crds(tmp_path, [broken])
+    assert code == 1 and "connectionParameters.port" in output, output
+
+
 def test_logical_backup_runs_only_where_the_primary_is_through_workload_identity(rendered):
     production = rendered["production"]
     assert one(production["europe-west1"], "CronJob")["spec"]["suspend"] is False
@@ -284,6 +348,12 @@ def test_a_switched_over_topology_renders_the_other_way_round(ansible, tmp_path)
         "source": "hello-db-europe-west1",
     }
     assert one(load_objects(build / "europe-west4"), "CronJob")["spec"]["suspend"] is False
+    # The demoted region streams from the new primary through the same alias and copies, which
+    # playbooks/switchover.yml points at it (roles/postgres tasks/follow.yml).
+    demoted = one(load_objects(build / "europe-west1"), "Cluster")["spec"]
+    (source,) = [e for e in demoted["externalClusters"] if e["name"] == demoted["replica"]["source"]]
+    assert source["name"] == "hello-db-europe-west4"
+    assert {k: v for k, v in source.items() if k not in ("name", "plugin")} == STREAMING
 
 
 INSTANCES_OF_THE_CLUSTER = {"cnpg.io/cluster": "hello-db", "cnpg.io/podRole": "instance"}

@@ -20,16 +20,20 @@ import yaml
 
 from support.kube_api import (
     CLUSTER_PATH,
+    PRODUCTION_CONTEXTS,
     SERVICES_PATH,
     RegionApi,
     cluster,
     fake_gcloud,
     missing_namespace,
+    run_playbook,
     service_release,
     start_regions,
     write_kubeconfig,
 )
+from support.kube_cluster import ClusterApi
 from support.playbooks import RECORDED_TOOLS, REPO, ansible, write_play
+from support.tls import client_certificate, new_authority
 
 CONTEXTS = {
     "europe-west1": "gke_hello-platform-production_europe-west1_hello-production-europe-west1",
@@ -320,6 +324,103 @@ def test_the_app_secret_never_reaches_the_terminal(ansible, tmp_path):
     assert "postgresql://" not in output
     uri = f"postgresql://app:{PASSWORD}@hello-db-rw.hello.svc:5432/app?sslmode=verify-full&sslrootcert=/etc/hello-db-ca/ca.crt"
     assert base64.b64encode(uri.encode()).decode() not in output
+
+
+def region_holding(secrets):
+    """An empty cluster with the namespace hello and ``secrets`` ({name: {key: bytes}}) in it."""
+    api = ClusterApi()
+    api.store(("v1", "namespaces", "", "hello"), {"apiVersion": "v1", "kind": "Namespace", "metadata": {}})
+    for name, data in secrets.items():
+        encoded = {key: base64.b64encode(value).decode() for key, value in data.items()}
+        kind = "kubernetes.io/tls" if "tls.crt" in data else "Opaque"
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": kind, "metadata": {}, "data": encoded}
+        api.store(("v1", "secrets", "hello", name), secret)
+    return api
+
+
+def secret_data(api, name):
+    """{key: bytes} of Secret ``name`` in hello, or None."""
+    found = api.get("v1", "secrets", name, "hello")
+    return found and {key: base64.b64decode(value) for key, value in found["data"].items()}
+
+
+def copy_certificates(ansible, tmp_path, inventory, contexts, apis):
+    """roles/postgres tasks/primary_certificates.yml, with --diff -v (what an operator runs to see
+    a change), where postgres_primary_host is the inventory's first region."""
+    play = write_play(
+        tmp_path / "certificates.yml",
+        tasks=[
+            {
+                "name": "Copy the primary's certificates",
+                "ansible.builtin.include_role": {"name": "postgres", "tasks_from": "primary_certificates"},
+                "vars": {"postgres_primary_host": "{{ groups['gke_clusters'][0] }}"},
+            }
+        ],
+    )
+    result = run_playbook(ansible, tmp_path, contexts, apis, "-i", f"inventories/{inventory}", play, "--diff", "-v")
+    return result.returncode, result.stdout + result.stderr
+
+
+def printed_anywhere(output, pem):
+    """Whether any part of ``pem`` (a PEM file) or of its base64 reaches ``output``."""
+    body = [line for line in pem.decode().splitlines() if line and not line.startswith("-----")]
+    return any(line in output for line in body) or base64.b64encode(pem).decode()[:40] in output
+
+
+def test_the_primary_client_certificate_reaches_the_replica_region_and_never_the_terminal(ansible, tmp_path):
+    """CloudNativePG 1.30.0 keeps a Cluster's streaming_replica certificate in <cluster>-replication
+    (keys tls.crt, tls.key; api/v1/cluster_types.go ReplicationSecretSuffix, pkg/certs/certs.go
+    GenerateCertificateSecret) and its CA in <cluster>-ca (ca.crt, and the CA's key ca.key). The
+    replica region streams with a copy of the primary's under another name, since its own
+    Cluster, of the same name, has its own <cluster>-replication; the primary region keeps the
+    same copy for when it is demoted."""
+    primary_ca = new_authority("hello-db")
+    primary = client_certificate(primary_ca, "streaming_replica")
+    dr_own = client_certificate(new_authority("hello-db"), "streaming_replica")
+    primary_secrets = {
+        "hello-db-ca": {"ca.crt": primary_ca.pem, "ca.key": b"the primary CA's private key"},
+        "hello-db-replication": {"tls.crt": primary.certificate, "tls.key": primary.key},
+    }
+    apis = {
+        "europe-west1": region_holding(primary_secrets),
+        "europe-west4": region_holding(
+            {"hello-db-replication": {"tls.crt": dr_own.certificate, "tls.key": dr_own.key}}
+        ),
+    }
+    code, output = copy_certificates(ansible, tmp_path, "production", PRODUCTION_CONTEXTS, apis)
+    assert code == 0, output[-4000:]
+    for region, api in apis.items():
+        copy = api.get("v1", "secrets", "hello-db-primary-replication", "hello")
+        assert copy and copy["type"] == "kubernetes.io/tls", region
+        assert secret_data(api, "hello-db-primary-replication") == primary_secrets["hello-db-replication"], region
+        # Only the CA's certificate: its key stays where it is.
+        assert secret_data(api, "hello-db-primary-ca") == {"ca.crt": primary_ca.pem}, region
+    # The replica region's own Cluster keeps its own certificate.
+    assert secret_data(apis["europe-west4"], "hello-db-replication") == {
+        "tls.crt": dr_own.certificate,
+        "tls.key": dr_own.key,
+    }
+    assert not printed_anywhere(output, primary.key)
+    assert "the primary CA's private key" not in output
+    assert base64.b64encode(b"the primary CA's private key").decode() not in output
+
+
+def test_without_a_dr_region_the_copy_of_the_client_certificate_is_removed(ansible, tmp_path):
+    authority = new_authority("hello-db")
+    own = client_certificate(authority, "streaming_replica")
+    api = region_holding(
+        {
+            "hello-db-ca": {"ca.crt": authority.pem, "ca.key": b"key"},
+            "hello-db-replication": {"tls.crt": own.certificate, "tls.key": own.key},
+            # Left from a time the environment had a DR region.
+            "hello-db-primary-replication": {"tls.crt": own.certificate, "tls.key": own.key},
+        }
+    )
+    code, output = copy_certificates(ansible, tmp_path, "kind", {"kind": "kind-hello"}, {"kind": api})
+    assert code == 0, output[-4000:]
+    assert secret_data(api, "hello-db-primary-replication") is None
+    assert secret_data(api, "hello-db-primary-ca") == {"ca.crt": authority.pem}
+    assert not printed_anywhere(output, own.key)
 
 
 def test_database_refuses_to_schedule_jobs_without_a_recorded_tools_image(ansible, regions, tmp_path):

@@ -303,6 +303,25 @@ def test_the_cross_region_load_balancer_admits_only_the_ranges_the_inventory_nam
         assert not network._admits(database, "Ingress", "192.168.0.1", 5432, database), region
 
 
+def test_each_regions_instances_reach_the_other_regions_load_balancer_to_stream(regions):
+    """A replica cluster's designated primary streams from the primary region's cross-region
+    load balancer, whose address is in that region's range (k8s/postgres/cluster.yml.j2)."""
+    inventory = yaml.safe_load((REPO / "inventories/production/group_vars/all/hello_app.yml").read_text())
+    cidrs = inventory["hello_app_database_region_cidrs"]
+    database = database_pod(DB_CLUSTER, DB_NAMESPACE)
+    for region in ("europe-west1", "europe-west4"):
+        network = Network(regions[f"production/{region}"])
+        (other,) = [cidr for name, cidr in cidrs.items() if name != region]
+        load_balancer = str(next(ipaddress.ip_network(other).hosts()))
+        assert network.allows(database, load_balancer, 5432), region
+        # Only PostgreSQL's port, only in the regions' ranges.
+        assert not network.allows(database, load_balancer, 5433), region
+        assert not network.allows(database, "192.168.0.1", 5432), region
+    # Without a DR region nothing streams across regions.
+    staging = Network(regions["staging/europe-west1"])
+    assert not any(staging.allows(database, str(next(ipaddress.ip_network(c).hosts())), 5432) for c in cidrs.values())
+
+
 # -- TLS to the database ----------------------------------------------------------------------
 
 

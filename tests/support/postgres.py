@@ -5,8 +5,9 @@ A server runs as the ``postgres`` user when the tests run as root, keeps its dat
 directory, requires a password over TCP (scram-sha-256) and runs without fsync: these servers
 hold test data only. ``PostgresServer`` has ``dsn(database)``, ``psql(sql, database)``,
 ``create_database(name, template=None)``, ``drop_database(name)``; ``RestartablePostgres`` stops
-and starts one on the same port (a database restart). ``start_postgres_server(tls=..., hba_rules=...)``
-serves TLS with a given certificate and puts client authentication rules before the default one.
+and starts one on the same port (a database restart). ``start_postgres_server(tls=..., hba_rules=...,
+ident_rules=...)`` serves TLS with a given certificate (and verifies client certificates its CA
+signed) and puts client authentication rules before the default one.
 """
 
 from __future__ import annotations
@@ -148,10 +149,14 @@ def _start(directory: Path, as_postgres: list[str], extra_options: str = "") -> 
     return server
 
 
-def start_postgres_server(tls: ServerCertificate | None = None, hba_rules: Sequence[str] = ()) -> PostgresServer:
+def start_postgres_server(
+    tls: ServerCertificate | None = None, hba_rules: Sequence[str] = (), ident_rules: Sequence[str] = ()
+) -> PostgresServer:
     """initdb and start a new server in a temporary directory; the caller stops it. With ``tls``
-    it serves TLS with that certificate; ``hba_rules`` go before the default rule (password over
-    TCP), the order CloudNativePG writes its user-defined rules in."""
+    it serves TLS with that certificate and verifies the client certificates its CA signed
+    (ssl_ca_file, as CloudNativePG 1.30.0 sets it to the Cluster's client CA); ``hba_rules`` go
+    before the default rule (password over TCP), the order CloudNativePG writes its user-defined
+    rules in; ``ident_rules`` are the lines of pg_ident.conf (user name maps)."""
     directory, as_postgres = _new_server_directory()
     pwfile = directory / "pwfile"
     pwfile.write_text(SUPERUSER_PASSWORD + "\n")
@@ -160,10 +165,14 @@ def start_postgres_server(tls: ServerCertificate | None = None, hba_rules: Seque
     if tls:
         (directory / "server.crt").write_bytes(tls.certificate)
         (directory / "server.key").write_bytes(tls.key)
+        (directory / "client-ca.crt").write_bytes(tls.ca)
         # PostgreSQL refuses a key file others may read.
         (directory / "server.key").chmod(0o600)
-        owned_files += [directory / "server.crt", directory / "server.key"]
-        extra_options = f"-c ssl=on -c ssl_cert_file={directory}/server.crt -c ssl_key_file={directory}/server.key"
+        owned_files += [directory / "server.crt", directory / "server.key", directory / "client-ca.crt"]
+        extra_options = (
+            f"-c ssl=on -c ssl_cert_file={directory}/server.crt -c ssl_key_file={directory}/server.key"
+            f" -c ssl_ca_file={directory}/client-ca.crt"
+        )
     if as_postgres:
         for path in owned_files:
             shutil.chown(path, "postgres", "postgres")
@@ -188,6 +197,8 @@ def start_postgres_server(tls: ServerCertificate | None = None, hba_rules: Seque
     if hba_rules:
         hba = directory / "data" / "pg_hba.conf"
         hba.write_text("\n".join(["local all all trust", *hba_rules, "host all all all scram-sha-256", ""]))
+    if ident_rules:
+        (directory / "data" / "pg_ident.conf").write_text("\n".join([*ident_rules, ""]))
     return _start(directory, as_postgres, extra_options)
 
 
