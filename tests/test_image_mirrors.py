@@ -19,7 +19,7 @@ What is encoded here, each where it can fail:
 - every image the rendered objects and the operators' chart values name, in the GKE
   environments, is pulled from Artifact Registry (the chart values keys are those of the pinned
   charts' values.yaml: cert-manager v1.19.1 image/webhook.image/cainjector.image/
-  startupapicheck.image/acmesolver.image .repository; cloudnative-pg 0.29.0 image.repository;
+  acmesolver.image .repository, its startupapicheck Job off; cloudnative-pg 0.29.0 image.repository;
   plugin-barman-cloud 0.7.0 image and sidecarImage .registry + .repository).
 - every image the GKE environments run is named by digest (<reference>@sha256:<64 hex>, which
   Kubernetes and containerd accept after a tag as well), in the rendered objects and in the
@@ -30,7 +30,7 @@ What is encoded here, each where it can fail:
   <repository>:<tag | default appVersion 1.30.0>); plugin-barman-cloud 0.7.0
   charts/plugin-barman-cloud/templates/deployment.yaml and configmap.yaml (SIDECAR_IMAGE):
   <registry>/<repository>:<tag | default appVersion v0.13.0>; the tag keys are free strings in
-  both charts' values.schema.json. Two images keep a tag, each named here with its reason.
+  both charts' values.schema.json. Not one image keeps a tag alone.
 - the service's repository (roles/image, artifact_registry.yml) has immutable tags: created with
   `gcloud artifacts repositories create --immutable-tags`, an existing one without them updated
   with `gcloud artifacts repositories update --immutable-tags` (both flags in the reference of
@@ -66,14 +66,6 @@ REGISTRY = "europe-docker.pkg.dev/p"
 GKE_ENVIRONMENTS = ("production", "staging")
 UNRECORDED = "unrecorded.invalid/pgtools@sha256:" + "0" * 64
 BY_DIGEST = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
-# The images no digest could be verified for, kept by tag on purpose (their role defaults say so):
-# they must be the only ones, and still be by tag, or this list is out of date.
-KEPT_BY_TAG = {
-    # roles/restore_drill/defaults/main.yml: restore_drill_pushgateway_image.
-    "docker-hub/prom/pushgateway": "v1.11.4",
-    # roles/postgres/defaults/main.yml: cert-manager's post-install check Job.
-    "quay/jetstack/cert-manager-startupapicheck": "v1.19.1",
-}
 # The charts' appVersion, the tag each chart uses where the values give none.
 CHART_APP_VERSIONS = {"cert-manager": "v1.19.1", "cnpg": "1.30.0", "barman": "v0.13.0"}
 
@@ -321,7 +313,10 @@ def chart_values(ansible, tmp_path_factory):
     return values
 
 
-CERT_MANAGER_COMPONENTS = ("controller", "webhook", "cainjector", "startupapicheck", "acmesolver")
+# The chart's components that run an image; its post-install check Job (startupapicheck) is turned
+# off by the values (cert-manager v1.19.1 deploy/charts/cert-manager/templates/startupapicheck-job.yaml
+# renders only with startupapicheck.enabled, values.yaml default true).
+CERT_MANAGER_COMPONENTS = ("controller", "webhook", "cainjector", "acmesolver")
 
 
 def chart_images(values):
@@ -378,9 +373,9 @@ def by_tag(images, registry):
 def test_every_image_the_operators_charts_run_is_pinned_by_digest(chart_values, env):
     images = chart_images(chart_values[env])
     registry = f"europe-docker.pkg.dev/hello-platform-{env}"
+    assert chart_values[env]["cert-manager"]["startupapicheck"]["enabled"] is False
     tagged = by_tag(images.values(), registry)
-    expected = {path: tag for path, tag in KEPT_BY_TAG.items() if path.startswith("quay/jetstack/")}
-    assert tagged == expected, f"{env}: by tag, not digest: {tagged}; all: {images}"
+    assert tagged == {}, f"{env}: by tag, not digest: {tagged}; all: {images}"
     # The operator's reference is the one it gives the instances' init container: it carries the digest.
     assert BY_DIGEST.match(images["cloudnative-pg operator"]), images
 
@@ -390,5 +385,4 @@ def test_every_rendered_image_is_pinned_by_digest(rendered_root, env):
     images = rendered_images(rendered_root, env)
     registry = f"europe-docker.pkg.dev/hello-platform-{env}"
     tagged = by_tag(images, registry)
-    expected = {path: tag for path, tag in KEPT_BY_TAG.items() if not path.startswith("quay/jetstack/")}
-    assert tagged == expected, f"{env}: by tag, not digest: {tagged}"
+    assert tagged == {}, f"{env}: by tag, not digest: {tagged}"
