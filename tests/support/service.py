@@ -2,12 +2,12 @@
 
 ``hello_binary()`` is the binary named by ``HELLO_BINARY`` (``scripts/test`` builds it once per
 run and exports it); without it, the same build as scripts/test's (``cargo test --release
---no-run`` in service/, clippy-driver compiling the workspace's crates) makes it, so a single
-test can be run straight from pytest and shares its build with ``scripts/test rust``. (That
-command, not ``cargo build``: the integration tests' dependencies unify other features, and a
-``cargo build`` after it would compile much of the tree a second time.) Always the release
-build: the debug build's unoptimised SCRAM handshake takes up to a second per database
-connection on a busy machine, longer than the timeouts some tests measure.
+--no-run`` in service/, clippy-driver compiling the workspace's crates, in the same build folder)
+makes it, so a single test can be run straight from pytest and shares its build with
+``scripts/test rust``. (That command, not ``cargo build``: the integration tests' dependencies
+unify other features, and a ``cargo build`` after it would compile much of the tree a second
+time.) Always the release build: the debug build's unoptimised SCRAM handshake takes up to a
+second per database connection on a busy machine, longer than the timeouts some tests measure.
 
 ``start_service(binary, database_url, log_dir, **settings)`` starts ``hello serve`` on a free
 loopback port with ``settings`` as environment variables, waits until ``/readyz`` answers 200
@@ -31,6 +31,15 @@ from support.net import free_port
 SERVICE_DIR = REPO / "service"
 
 
+def cargo_target_dir() -> Path:
+    """Cargo's build folder as scripts/test chooses it: CARGO_TARGET_DIR, else one per user of the
+    machine, shared by every checkout (scripts/test says why)."""
+    named = os.environ.get("CARGO_TARGET_DIR")
+    if named:
+        return Path(named).absolute()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hello-platform" / "cargo-target"
+
+
 def hello_binary() -> Path:
     named = os.environ.get("HELLO_BINARY")
     if named:
@@ -38,17 +47,23 @@ def hello_binary() -> Path:
         if not binary.is_file():
             pytest.fail(f"HELLO_BINARY={named} is not a file: build the service or unset HELLO_BINARY")
         return binary
+    target = cargo_target_dir()
     built = subprocess.run(
         ["cargo", "test", "--release", "--locked", "--no-run"],
         cwd=SERVICE_DIR,
-        env={**os.environ, "RUSTC_WORKSPACE_WRAPPER": "clippy-driver", "CLIPPY_ARGS": "-Dwarnings"},
+        env={
+            **os.environ,
+            "RUSTC_WORKSPACE_WRAPPER": "clippy-driver",
+            "CLIPPY_ARGS": "-Dwarnings",
+            "CARGO_TARGET_DIR": str(target),
+        },
         capture_output=True,
         text=True,
         check=False,
     )
     if built.returncode != 0:
         pytest.fail(f"cargo build of the service failed:\n{built.stderr[-4000:]}")
-    return SERVICE_DIR / "target" / "release" / "hello"
+    return target / "release" / "hello"
 
 
 @dataclass
