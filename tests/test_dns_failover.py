@@ -238,6 +238,20 @@ def test_a_record_of_the_old_region_is_replaced_and_a_second_run_changes_nothing
     assert "point at 203.0.113.40 (TTL 60) already; DNS was not changed" in flat(output)
 
 
+def test_a_missing_gateway_stops_the_step_before_any_cloud_dns_call(region):
+    region.zone_with()
+    key = ("gateway.networking.k8s.io/v1", "gateways", "hello", "hello")
+    gateway = region.cluster.objects.pop(key)
+    try:
+        code, output, calls = region.run()
+    finally:
+        region.cluster.objects[key] = gateway
+    text = flat(output)
+    assert code != 0
+    assert f"Gateway hello in hello ({HOST}) does not exist, so DNS was not changed" in text
+    assert calls == []
+
+
 def test_a_zone_that_does_not_exist_stops_the_step_with_the_fix(region):
     region.zone_with(a_record(RECORDS[0], OLD_ADDRESS, 300))
     before = region.project.snapshot()
