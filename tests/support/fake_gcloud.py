@@ -25,6 +25,9 @@ import sys
 from pathlib import Path
 
 NO_ACCOUNT = "You do not currently have an active account selected"
+# gcloud 528.0.0 lib/googlecloudsdk/api_lib/dns/transaction_util.py, TransactionFile.
+NO_TRANSACTION = "Transaction not found at"
+TRANSACTION_FILE = "--transaction-file=/nonexistent/fake-gcloud-transaction.yaml"
 EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
 
 
@@ -39,12 +42,17 @@ def check_with_real_gcloud(argv):
         return
     # The real gcloud takes a second or more to start: each distinct command line is checked once.
     checked = Path(os.environ["FAKE_GCLOUD_CONFIG"]) / "checked-command-lines"
+    # A transaction's add and remove edit the local file without asking the API (gcloud 528.0.0
+    # lib/surface/dns/record_sets/transaction/add.py): the real gcloud is given a file that does
+    # not exist instead, and stops there, after checking the command line, the way it stops
+    # without an account elsewhere.
+    argv = [TRANSACTION_FILE if arg.startswith("--transaction-file=") else arg for arg in argv]
     line = json.dumps(argv)
     if checked.exists() and line in checked.read_text().splitlines():
         return
     env = {**os.environ, "CLOUDSDK_CONFIG": os.environ["FAKE_GCLOUD_CONFIG"], "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
     result = subprocess.run([real, *argv], env=env, capture_output=True, text=True, check=False)
-    if NO_ACCOUNT not in result.stderr:
+    if NO_ACCOUNT not in result.stderr and NO_TRANSACTION not in result.stderr:
         sys.stderr.write(f"fake gcloud: the real gcloud rejects this command line:\n{result.stderr}")
         sys.exit(2)
     with checked.open("a") as record:
@@ -439,6 +447,144 @@ def projects(state, verb, positional, flags):
         fail(f"fake gcloud: projects {verb} is not simulated", 3)
 
 
+# -- Cloud DNS --------------------------------------------------------------------------------
+# State "dns_zones": "<project>/<zone>" -> {"zone": the ManagedZone, "rrsets": [ResourceRecordSet],
+# "changes": [Change]}, shaped as the API's resources (cloud.google.com/dns/docs/reference/v1/
+# managedZones, resourceRecordSets, changes).
+
+
+def record_set(name, rtype, ttl, rrdatas):
+    return {"kind": "dns#resourceRecordSet", "name": name, "type": rtype, "ttl": int(ttl), "rrdatas": list(rrdatas)}
+
+
+def same_record(a, b):
+    """A deletion matches a record set when name, type, TTL and data are the same."""
+    keys = ("name", "type", "ttl", "rrdatas")
+    return {k: a.get(k) for k in keys} == {k: b.get(k) for k in keys}
+
+
+def dns_zone(state, flags, command):
+    """The zone of --zone in --project, or the error gcloud prints for one that does not exist:
+    "HTTPError 404: The 'parameters.managedZone' resource named '<zone>' does not exist."
+    (as gcloud printed it for a missing zone: github.com/stacklok/sigstore-the-hard-way issue 10)."""
+    name = flags.get("zone") or flags.get("_zone")
+    zone = state["dns_zones"].get(f"{flags['project']}/{name}")
+    if zone is None:
+        fail(f"({command}) HTTPError 404: The 'parameters.managedZone' resource named '{name}' does not exist.")
+    return zone
+
+
+def managed_zones(state, verb, positional, flags):
+    """`dns managed-zones describe <zone>`: the ManagedZone (dnsName ends with a dot)."""
+    if verb != "describe":
+        fail(f"fake gcloud: dns managed-zones {verb} is not simulated", 3)
+    zone = dns_zone(state, {**flags, "_zone": positional[0]}, "gcloud.dns.managed-zones.describe")
+    print(json.dumps(zone["zone"]))
+
+
+def record_sets(state, verb, positional, flags):
+    """`dns record-sets list --name --type`: the record sets of that exact name (and type)."""
+    if verb != "list":
+        fail(f"fake gcloud: dns record-sets {verb} is not simulated", 3)
+    zone = dns_zone(state, flags, "gcloud.dns.record-sets.list")
+    found = [r for r in zone["rrsets"] if r["name"] == flags["name"] and r["type"] == flags.get("type", r["type"])]
+    print(json.dumps(found))
+
+
+def next_soa(soa):
+    """The SOA record with its serial (the third field) raised by one, as `transaction start` adds
+    it (gcloud 528.0.0 lib/googlecloudsdk/api_lib/dns/import_util.py NextSOARecordSet)."""
+    fields = soa["rrdatas"][0].split()
+    fields[2] = str(int(fields[2]) + 1)
+    return {**soa, "rrdatas": [" ".join(fields)]}
+
+
+def transaction(state, verb, positional, flags):
+    """`dns record-sets transaction start|remove|add|execute --transaction-file`, as gcloud 528.0.0
+    lib/surface/dns/record_sets/transaction/*.py: start refuses an existing file and writes a change
+    that raises the SOA serial; remove refuses a record that does not exist exactly as given; add
+    appends an addition; execute sends the change (changes.create), prints it and removes the
+    file. The file holds the change as JSON (which is YAML, the format gcloud writes)."""
+    command = f"gcloud.dns.record-sets.transaction.{verb}"
+    zone = dns_zone(state, flags, command)
+    path = Path(flags.get("transaction-file", "transaction.yaml"))
+    if verb == "start":
+        if path.exists():
+            fail(f"({command}) Transaction already exists at [{path}]")
+        soa = next(r for r in zone["rrsets"] if r["type"] == "SOA")
+        path.write_text(json.dumps({"additions": [next_soa(soa)], "deletions": [soa]}))
+        return
+    if not path.exists():
+        fail(f"({command}) Transaction not found at [{path}]")
+    change = json.loads(path.read_text())
+    if verb in ("add", "remove"):
+        record = record_set(flags["name"], flags["type"], flags["ttl"], positional)
+        if verb == "remove":
+            existing = [r for r in zone["rrsets"] if r["name"] == record["name"] and r["type"] == record["type"]]
+            if not existing or not same_record(existing[0], record):
+                fail(f"({command}) Record to be removed does not exist")
+        change["additions" if verb == "add" else "deletions"].append(record)
+        path.write_text(json.dumps(change))
+    elif verb == "execute":
+        print(json.dumps(create_change(zone, change)))
+        path.unlink()
+    else:
+        fail(f"fake gcloud: dns record-sets transaction {verb} is not simulated", 3)
+
+
+def create_change(zone, change):
+    """changes.create: applied atomically or refused whole. Each deletion "must match existing
+    data exactly" (cloud.google.com/dns/docs/reference/v1/changes, deletions[]); the stand-in's
+    refusal is its own wording. An addition may not land on a record set of the same name and
+    type that stays (answered 409 alreadyExists, see below). The change is kept with status "pending", which the
+    first `changes describe` reports; later ones report "done"."""
+    rrsets = list(zone["rrsets"])
+    for deletion in change["deletions"]:
+        match = [r for r in rrsets if same_record(r, deletion)]
+        if not match:
+            fail(
+                "(gcloud.dns.record-sets.transaction.execute) HTTPError 412: the deletion of "
+                f"{deletion['name']} {deletion['type']} does not match the existing record set exactly"
+            )
+        rrsets.remove(match[0])
+    for addition in change["additions"]:
+        if any(r["name"] == addition["name"] and r["type"] == addition["type"] for r in rrsets):
+            # Cloud DNS's answer, as quoted in github.com/hashicorp/terraform-provider-google
+            # issue 9112: 409, reason alreadyExists.
+            fail(
+                "(gcloud.dns.record-sets.transaction.execute) HTTPError 409: The resource 'entity.rrset' "
+                f"named '{addition['name']} ({addition['type']})' already exists"
+            )
+        rrsets.append(addition)
+    zone["rrsets"] = rrsets
+    created = {
+        "kind": "dns#change",
+        "id": str(len(zone["changes"]) + 1),
+        "additions": change["additions"],
+        "deletions": change["deletions"],
+        "startTime": "2026-01-01T00:00:00.000Z",
+        "status": "pending",
+        "describes": 0,
+    }
+    zone["changes"].append(created)
+    return {k: v for k, v in created.items() if k != "describes"}
+
+
+def changes(state, verb, positional, flags):
+    """`dns record-sets changes describe <id>`: the Change, "pending" at the first read, then
+    "done" (status: "done" or "pending", cloud.google.com/dns/docs/reference/v1/changes)."""
+    if verb != "describe":
+        fail(f"fake gcloud: dns record-sets changes {verb} is not simulated", 3)
+    zone = dns_zone(state, flags, "gcloud.dns.record-sets.changes.describe")
+    change = next((c for c in zone["changes"] if c["id"] == positional[0]), None)
+    if change is None:
+        fail(f"(gcloud.dns.record-sets.changes.describe) HTTPError 404: change {positional[0]} not found")
+    change["describes"] += 1
+    if change["describes"] > 1:
+        change["status"] = "done"
+    print(json.dumps({k: v for k, v in change.items() if k != "describes"}))
+
+
 def main():
     argv = sys.argv[1:]
     with open(os.environ["FAKE_GCLOUD_LOG"], "a") as log:
@@ -459,6 +605,7 @@ def main():
         "buckets",
         "repositories",
         "dashboards",
+        "dns_zones",
     ):
         state.setdefault(part, {})
     state.setdefault("images", [])
@@ -480,6 +627,14 @@ def main():
         docker_images(state, positional[3], positional[4:], flags)
     elif positional[:2] == ["monitoring", "dashboards"]:
         dashboards(state, positional[2], positional[3:], flags)
+    elif positional[:4] == ["dns", "record-sets", "changes", "describe"]:
+        changes(state, positional[3], positional[4:], flags)
+    elif positional[:3] == ["dns", "record-sets", "transaction"]:
+        transaction(state, positional[3], positional[4:], flags)
+    elif positional[:2] == ["dns", "record-sets"]:
+        record_sets(state, positional[2], positional[3:], flags)
+    elif positional[:2] == ["dns", "managed-zones"]:
+        managed_zones(state, positional[2], positional[3:], flags)
     elif positional[:2] == ["artifacts", "repositories"]:
         repositories(state, positional[2], positional[3:], flags)
     elif tuple(positional[:2]) in handlers:
