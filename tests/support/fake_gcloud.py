@@ -463,11 +463,12 @@ def same_record(a, b):
     return {k: a.get(k) for k in keys} == {k: b.get(k) for k in keys}
 
 
-def dns_zone(state, flags, command):
-    """The zone of --zone in --project, or the error gcloud prints for one that does not exist:
-    "HTTPError 404: The 'parameters.managedZone' resource named '<zone>' does not exist."
-    (as gcloud printed it for a missing zone: github.com/stacklok/sigstore-the-hard-way issue 10)."""
-    name = flags.get("zone") or flags.get("_zone")
+def dns_zone(state, flags, command, name=None):
+    """The zone named ``name`` (default: --zone) in --project, or the error gcloud prints for one
+    that does not exist: "HTTPError 404: The 'parameters.managedZone' resource named '<zone>' does
+    not exist." (as gcloud printed it for a missing zone: github.com/stacklok/sigstore-the-hard-way
+    issue 10)."""
+    name = name or flags["zone"]
     zone = state["dns_zones"].get(f"{flags['project']}/{name}")
     if zone is None:
         fail(f"({command}) HTTPError 404: The 'parameters.managedZone' resource named '{name}' does not exist.")
@@ -478,7 +479,7 @@ def managed_zones(state, verb, positional, flags):
     """`dns managed-zones describe <zone>`: the ManagedZone (dnsName ends with a dot)."""
     if verb != "describe":
         fail(f"fake gcloud: dns managed-zones {verb} is not simulated", 3)
-    zone = dns_zone(state, {**flags, "_zone": positional[0]}, "gcloud.dns.managed-zones.describe")
+    zone = dns_zone(state, flags, "gcloud.dns.managed-zones.describe", name=positional[0])
     print(json.dumps(zone["zone"]))
 
 
@@ -567,7 +568,12 @@ def create_change(zone, change):
         "describes": 0,
     }
     zone["changes"].append(created)
-    return {k: v for k, v in created.items() if k != "describes"}
+    return as_answered(created)
+
+
+def as_answered(change):
+    """A kept Change as the API answers it, without the stand-in's count of its reads."""
+    return {k: v for k, v in change.items() if k != "describes"}
 
 
 def changes(state, verb, positional, flags):
@@ -582,7 +588,7 @@ def changes(state, verb, positional, flags):
     change["describes"] += 1
     if change["describes"] > 1:
         change["status"] = "done"
-    print(json.dumps({k: v for k, v in change.items() if k != "describes"}))
+    print(json.dumps(as_answered(change)))
 
 
 def main():
