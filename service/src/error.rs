@@ -13,7 +13,10 @@ use sea_orm::{DbErr, RuntimeErr, sqlx};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{DateOfBirthError, Username, UsernameError};
+use crate::{
+    domain::{DateOfBirthError, Username, UsernameError},
+    telemetry::CurrentRequestId,
+};
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,8 +119,15 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         if status.is_server_error() {
             match std::error::Error::source(&self) {
-                Some(cause) => tracing::error!(error = %self, cause = %cause, "request failed"),
-                None => tracing::warn!(error = %self, "request failed"),
+                Some(cause) => tracing::error!(
+                    error = %self,
+                    cause = %cause,
+                    request_id = %CurrentRequestId,
+                    "request failed"
+                ),
+                None => {
+                    tracing::warn!(error = %self, request_id = %CurrentRequestId, "request failed")
+                }
             }
         }
         (

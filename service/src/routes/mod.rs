@@ -10,20 +10,13 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Extension, Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::{Method, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
 use tower::ServiceBuilder;
-use tower_http::{
-    LatencyUnit,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer},
-};
-use tracing::Level;
-
-const X_REQUEST_ID: &str = "x-request-id";
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -31,7 +24,13 @@ pub use extract::MAX_BODY_BYTES;
 pub use health::{Health, Ready};
 pub use hello::{GreetingBody, SaveBirthday};
 
-use crate::{domain::UsernameError, error::ApiError, error::ErrorBody, state::AppState};
+use crate::{
+    domain::UsernameError,
+    error::ApiError,
+    error::ErrorBody,
+    state::AppState,
+    telemetry::{self, X_REQUEST_ID},
+};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -72,22 +71,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
-            // Outermost first: the id is set before the span opens, so the span carries it.
+            // Outermost first: the id is set before the request is logged, so its line
+            // carries it.
             ServiceBuilder::new()
                 .layer(middleware::map_request(drop_unsafe_request_id))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(request_span)
-                        .on_request(DefaultOnRequest::new().level(Level::DEBUG))
-                        .on_response(
-                            DefaultOnResponse::new()
-                                .level(Level::INFO)
-                                .latency_unit(LatencyUnit::Millis),
-                        )
-                        // Failures are logged once, with their cause, by `ApiError`.
-                        .on_failure(()),
-                )
+                // Failures are logged once more, with their cause, by `ApiError`.
+                .layer(middleware::from_fn(telemetry::log_request))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(crate::metrics::track))
                 .layer(middleware::from_fn_with_state(
@@ -98,19 +88,6 @@ pub fn router(state: AppState) -> Router {
                 .layer(Extension(Arc::new(document))),
         )
         .with_state(state)
-}
-
-fn request_span(request: &Request) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(X_REQUEST_ID)
-        .and_then(|id| id.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), route, request_id)
 }
 
 /// Longest `x-request-id` kept from a caller (a UUID is 36 bytes).
