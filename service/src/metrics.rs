@@ -2,10 +2,11 @@
 //! whether the database answers, and the build's version. One recorder per process, installed
 //! on first use.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{sync::OnceLock, time::Duration};
 
 use axum::{
-    extract::MatchedPath, extract::Request, http::Method, middleware::Next, response::Response,
+    extract::MatchedPath,
+    http::{Method, StatusCode},
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -88,21 +89,18 @@ pub fn render(pool: PoolStats, database: DatabaseState) -> String {
     handle.render()
 }
 
-/// Middleware counting and timing every request. Every label comes from a closed set, so that
-/// no client can add series: the route template (never the raw path, which would make one series
+/// Counts and times one answered request. Every label comes from a closed set, so that no
+/// client can add series: the route template (never the raw path, which would make one series
 /// per username), a standard method, else `other` for either.
-pub async fn track(request: Request, next: Next) -> Response {
+pub fn record(method: &Method, route: Option<&MatchedPath>, status: StatusCode, elapsed: Duration) {
     handle();
-    let route = route_label(request.extensions().get::<MatchedPath>());
-    let method = method_label(request.method());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let status = response.status().as_u16().to_string();
+    let route = route_label(route);
+    let method = method_label(method);
+    let status = status.as_u16().to_string();
     metrics::counter!(REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route).record(elapsed);
-    response
+    metrics::histogram!(REQUEST_DURATION, "method" => method, "route" => route)
+        .record(elapsed.as_secs_f64());
 }
 
 /// The label of a request's route: its template when a route matched, else `other`.

@@ -1,14 +1,12 @@
 //! Logging, set up once per process: an `EnvFilter` from RUST_LOG and either JSON lines (for
 //! deployments) or text, on stdout. Each request is logged once, as it is answered
-//! ([`log_request`]); every line logged while serving a request names its id.
+//! ([`log_answered`]); every line logged while serving a request names its id.
 
-use std::{io::IsTerminal, time::Instant};
+use std::{io::IsTerminal, time::Duration};
 
 use axum::{
-    extract::{MatchedPath, Request},
-    http::HeaderValue,
-    middleware::Next,
-    response::Response,
+    extract::MatchedPath,
+    http::{HeaderValue, Method, StatusCode},
 };
 
 use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
@@ -49,7 +47,7 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
 pub const X_REQUEST_ID: &str = "x-request-id";
 
 tokio::task_local! {
-    /// The id of the request being served on this task, set by [`log_request`].
+    /// The id of the request being served on this task, set by [`serving`].
     static REQUEST_ID: HeaderValue;
 }
 
@@ -65,30 +63,31 @@ impl std::fmt::Display for CurrentRequestId {
     }
 }
 
-/// Middleware logging one line per request once it is answered: method, route template (never
-/// the raw path), status, time taken and request id. No span is opened: a span per request (its
-/// fields formatted when it opens, entered and left on every poll) was most of a sixth of the
-/// service's instructions per GET (docs/service.md). Lines logged while serving the request
-/// name the same id through [`CurrentRequestId`].
-pub async fn log_request(request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(X_REQUEST_ID)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static(""));
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let started = Instant::now();
-    let response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+/// Runs `serving` (a request being served) with `id` as its [`CurrentRequestId`].
+pub async fn serving<F: Future>(id: HeaderValue, serving: F) -> F::Output {
+    REQUEST_ID.scope(id, serving).await
+}
+
+/// Logs one line for an answered request: method, route template (never the raw path), status,
+/// time taken and request id. No span is opened per request: a span (its fields formatted when
+/// it opens, entered and left on every poll) was most of a sixth of the service's instructions
+/// per GET (docs/service.md). Lines logged while serving the request name the same id through
+/// [`CurrentRequestId`].
+pub fn log_answered(
+    method: &Method,
+    route: Option<&MatchedPath>,
+    status: StatusCode,
+    elapsed: Duration,
+    id: &HeaderValue,
+) {
     tracing::info!(
         method = method.as_str(),
-        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        status = response.status().as_u16(),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        route = route.map_or("unmatched", MatchedPath::as_str),
+        status = status.as_u16(),
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         request_id = id.to_str().unwrap_or_default(),
         "request"
     );
-    response
 }
 
 #[cfg(test)]
@@ -99,9 +98,7 @@ mod tests {
     async fn the_current_request_id_is_the_served_one_and_empty_outside_a_request() {
         assert_eq!(CurrentRequestId.to_string(), "");
         let id = HeaderValue::from_static("req-1");
-        let inside = REQUEST_ID
-            .scope(id, async { CurrentRequestId.to_string() })
-            .await;
+        let inside = serving(id, async { CurrentRequestId.to_string() }).await;
         assert_eq!(inside, "req-1");
         assert_eq!(CurrentRequestId.to_string(), "");
     }

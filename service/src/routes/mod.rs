@@ -6,19 +6,22 @@ mod health;
 mod hello;
 mod operations;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Extension, Router,
-    extract::{DefaultBodyLimit, Request, State},
-    http::{Method, Uri},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{HeaderMap, HeaderValue, Method, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
 
 pub use extract::MAX_BODY_BYTES;
 pub use health::{Health, Ready};
@@ -71,19 +74,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
-            // Outermost first: the id is set before the request is logged, so its line
-            // carries it.
+            // Outermost first.
             ServiceBuilder::new()
-                .layer(middleware::map_request(drop_unsafe_request_id))
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                // Failures are logged once more, with their cause, by `ApiError`.
-                .layer(middleware::from_fn(telemetry::log_request))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(crate::metrics::track))
-                .layer(middleware::from_fn_with_state(
-                    request_timeout,
-                    limit_duration,
-                ))
+                .layer(middleware::from_fn_with_state(request_timeout, around))
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
                 .layer(Extension(Arc::new(document))),
         )
@@ -93,21 +86,43 @@ pub fn router(state: AppState) -> Router {
 /// Longest `x-request-id` kept from a caller (a UUID is 36 bytes).
 const MAX_REQUEST_ID_BYTES: usize = 64;
 
-/// Removes a caller's `x-request-id` unless it is one short value of letters, digits and
-/// `-_.:`, so that a new one is made: the id is echoed and logged with every line of the
-/// request, and must not let a caller write long or misleading text there.
-async fn drop_unsafe_request_id(mut request: Request) -> Request {
-    let headers = request.headers_mut();
+/// What every request passes through, in one middleware (one layer per step moved the request's
+/// whole future once per layer): its id, kept or made ([`request_id`]), set on the request and
+/// echoed on the response; REQUEST_TIMEOUT, past which it answers 503 so that nothing hangs when
+/// the database does not answer; then its metrics and its log line.
+async fn around(State(limit): State<Duration>, mut request: Request, next: Next) -> Response {
+    let id = request_id(request.headers());
+    request.headers_mut().insert(X_REQUEST_ID, id.clone());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let started = Instant::now();
+    let mut response = telemetry::serving(id.clone(), async {
+        match tokio::time::timeout(limit, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::Timeout(limit).into_response(),
+        }
+    })
+    .await;
+    let elapsed = started.elapsed();
+    crate::metrics::record(&method, route.as_ref(), response.status(), elapsed);
+    telemetry::log_answered(&method, route.as_ref(), response.status(), elapsed, &id);
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
+}
+
+/// The request's id: the caller's `x-request-id` when it is one short value of letters, digits
+/// and `-_.:`, else a new UUID. The id is echoed and logged with every line of the request, and
+/// must not let a caller write long or misleading text there.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
     let mut ids = headers.get_all(X_REQUEST_ID).iter();
-    let safe = match (ids.next(), ids.next()) {
-        (None, _) => true,
-        (Some(id), None) => is_safe_request_id(id.as_bytes()),
-        (Some(_), Some(_)) => false,
-    };
-    if !safe {
-        headers.remove(X_REQUEST_ID);
+    match (ids.next(), ids.next()) {
+        (Some(id), None) if is_safe_request_id(id.as_bytes()) => id.clone(),
+        _ => {
+            let mut buffer = Uuid::encode_buffer();
+            let id = Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+            HeaderValue::from_str(id).expect("a UUID is a valid header value")
+        }
     }
-    request
 }
 
 fn is_safe_request_id(id: &[u8]) -> bool {
@@ -115,15 +130,6 @@ fn is_safe_request_id(id: &[u8]) -> bool {
         && id
             .iter()
             .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(byte))
-}
-
-/// Answers 503 when a request takes longer than REQUEST_TIMEOUT, so that nothing hangs when
-/// the database does not answer.
-async fn limit_duration(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limit).into_response(),
-    }
 }
 
 async fn route_not_found(uri: Uri) -> ApiError {
