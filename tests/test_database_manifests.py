@@ -676,6 +676,7 @@ WEBHOOK_ALLOWS = {
     "reserve_pool_size",
     "min_pool_size",
     "server_lifetime",
+    "server_login_retry",
     "query_wait_timeout",
 }
 
@@ -706,6 +707,8 @@ def pooler_problems(objects):
         problems.append(f"parameters the webhook refuses: {sorted(set(parameters) - WEBHOOK_ALLOWS)}")
     if parameters.get("client_tls_sslmode") not in ("require", "verify-ca", "verify-full"):
         problems.append("clients may connect without TLS")
+    if float(parameters.get("server_login_retry", "15")) > 2:
+        problems.append("PgBouncer waits too long to reconnect after a failover (server_login_retry)")
     if parameters.get("server_tls_sslmode") != "verify-full":
         problems.append("PgBouncer does not verify PostgreSQL's host name")
     pod = spec.get("template", {}).get("spec", {})
@@ -761,6 +764,7 @@ def one_container(pooler):
         (lambda p, o: p["spec"]["pgbouncer"]["parameters"].update(max_prepared_statements="0"), "prepared"),
         (lambda p, o: p["spec"]["pgbouncer"]["parameters"].update(listen_port="6432"), "webhook refuses"),
         (lambda p, o: p["spec"]["pgbouncer"]["parameters"].pop("client_tls_sslmode"), "without TLS"),
+        (lambda p, o: p["spec"]["pgbouncer"]["parameters"].pop("server_login_retry"), "reconnect"),
     ],
 )
 def test_the_pooler_policy_fails_without_what_it_checks(rendered, break_it, problem):

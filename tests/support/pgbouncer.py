@@ -56,7 +56,10 @@ class PgBouncer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_pgbouncer(server: PostgresServer, pool_mode: str = "transaction", pool_size: int = 2) -> PgBouncer:
+def start_pgbouncer(
+    server: PostgresServer, pool_mode: str = "transaction", pool_size: int = 2, **parameters: str
+) -> PgBouncer:
+    """``parameters`` are more lines of its [pgbouncer] section, such as server_login_retry="1"."""
     if not Path(PGBOUNCER).exists():
         pytest.fail("no pgbouncer on this machine: run scripts/bootstrap")
     directory = Path(tempfile.mkdtemp(prefix="hello-pgbouncer-"))
@@ -79,6 +82,7 @@ def start_pgbouncer(server: PostgresServer, pool_mode: str = "transaction", pool
                 # sqlx and libpq send these at start-up; PgBouncer refuses unknown ones.
                 "ignore_startup_parameters = extra_float_digits,options",
                 f"logfile = {directory}/pgbouncer.log",
+                *(f"{name} = {value}" for name, value in parameters.items()),
                 "",
             ]
         )
