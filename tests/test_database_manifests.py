@@ -140,7 +140,7 @@ def test_quorum_synchronous_replication_with_required_durability(rendered):
 
 def test_max_connections_is_the_shared_value_the_service_is_checked_against(ansible, rendered, tmp_path):
     """One source of truth: hello_db_max_connections, the same in every region of an environment."""
-    expected = {"staging": "100", "production": "500"}
+    expected = {"staging": "100", "production": "100"}
     for env, host, cluster in clusters(rendered):
         # A string, as CloudNativePG's parameters map requires.
         assert cluster["spec"]["postgresql"]["parameters"]["max_connections"] == expected[env], (env, host)
@@ -444,12 +444,30 @@ def test_an_interval_that_is_no_prometheus_duration_is_refused(ansible, tmp_path
     assert "such as 30s or 1m30s" in output
 
 
+# The Pooler's objects, after the Cluster's, where hello_db_pooler is on (staging).
+POOLER = ["pooler", "pooler-pdb", "pooler-networkpolicy"]
+
+
 @pytest.mark.parametrize(
     "choice, expected",
     [
-        ("gmp", ["networkpolicy", "monitoring-queries", "cluster", "podmonitoring", "rules"]),
-        ("prometheus-operator", ["networkpolicy", "monitoring-queries", "cluster", "podmonitor"]),
-        ("none", ["networkpolicy", "monitoring-queries", "cluster"]),
+        (
+            "gmp",
+            [
+                "networkpolicy",
+                "monitoring-queries",
+                "cluster",
+                "podmonitoring",
+                "rules",
+                *POOLER,
+                "pooler-podmonitoring",
+            ],
+        ),
+        (
+            "prometheus-operator",
+            ["networkpolicy", "monitoring-queries", "cluster", "podmonitor", *POOLER, "pooler-podmonitor"],
+        ),
+        ("none", ["networkpolicy", "monitoring-queries", "cluster", *POOLER]),
     ],
 )
 def test_the_apply_task_applies_the_chosen_scrape_object(ansible, tmp_path, choice, expected):
@@ -467,8 +485,13 @@ def test_the_apply_task_applies_the_chosen_scrape_object(ansible, tmp_path, choi
                 "ansible.builtin.include_role": {"name": "postgres", "tasks_from": "render"},
             },
             {
-                "name": "Show what the apply task loops over",
-                "ansible.builtin.debug": {"msg": "APPLIES {{ " + apply["loop"].strip("{} ") + " | to_json }}"},
+                # To a file: the YAML callback folds a long message over lines.
+                "name": "Write down what the apply task loops over",
+                "ansible.builtin.copy": {
+                    "content": "{{ " + apply["loop"].strip("{} ") + " | to_json }}",
+                    "dest": str(tmp_path / "applies.json"),
+                    "mode": "0644",
+                },
             },
         ],
     )
@@ -483,14 +506,15 @@ def test_the_apply_task_applies_the_chosen_scrape_object(ansible, tmp_path, choi
         f"postgres_metrics={choice}",
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    applied = json.loads(re.search(r"APPLIES (\[.*?\])", result.stdout).group(1))
+    applied = json.loads((tmp_path / "applies.json").read_text())
     assert applied == expected
     # Each file it applies was rendered, and holds the kind the choice names.
     applied_kinds = [yaml.safe_load((build / "postgres" / f"{item}.yml").read_text())["kind"] for item in applied]
+    pooler = ["Pooler", "PodDisruptionBudget", "NetworkPolicy"]
     expected_kinds = {
-        "gmp": ["NetworkPolicy", "ConfigMap", "Cluster", "PodMonitoring", "Rules"],
-        "prometheus-operator": ["NetworkPolicy", "ConfigMap", "Cluster", "PodMonitor"],
-        "none": ["NetworkPolicy", "ConfigMap", "Cluster"],
+        "gmp": ["NetworkPolicy", "ConfigMap", "Cluster", "PodMonitoring", "Rules", *pooler, "PodMonitoring"],
+        "prometheus-operator": ["NetworkPolicy", "ConfigMap", "Cluster", "PodMonitor", *pooler, "PodMonitor"],
+        "none": ["NetworkPolicy", "ConfigMap", "Cluster", *pooler],
     }
     assert applied_kinds == expected_kinds[choice]
 
@@ -621,3 +645,180 @@ def test_no_secret_in_any_rendered_file(ansible, rendered, customised):
             text = path.read_text()
             assert PASSWORD not in text, path
             assert not re.search(r"postgres(ql)?://[^:/\s]+:[^@\s]+@", text), path
+
+
+# -- the Pooler (PgBouncer) ------------------------------------------------------------------
+#
+# CloudNativePG 1.30.0 rules these tests rely on, read at tag v1.30.0:
+# - pkg/specs/pgbouncer/deployments.go: the Pooler's pods carry cnpg.io/poolerName=<pooler> (the
+#   Deployment's selector) and cnpg.io/cluster=<cluster>; their container port `metrics` is
+#   9127 (pkg/management/url/url.go PgBouncerMetricsPort);
+# - pkg/specs/pgbouncer/services.go: the Service is named after the Pooler and keeps the type a
+#   serviceTemplate gives it;
+# - pkg/management/pgbouncer/config/config.go: PgBouncer's database is host=<cluster>-<type>, its
+#   default server_tls_sslmode is verify-ca and client_tls_sslmode prefer (so TLS on both sides
+#   must be asked for), and it makes no PodDisruptionBudget (nor does the controller);
+# - api/v1/pooler_funcs.go GetClientTLSSecretNameOrDefault: without clientTLSSecret the pooler
+#   presents the Cluster's server certificate to its clients;
+# - internal/webhook/v1/pooler_webhook.go: spec.pgbouncer.parameters only from
+#   AllowedPgbouncerGenericConfigurationParameters, and a Pooler must not be named like its Cluster.
+POOLER_NAME = "hello-db-pooler-rw"
+POOLER_PODS = {"cnpg.io/poolerName": POOLER_NAME}
+# The parameters this repository may set, each in the webhook's allowed list (pooler_webhook.go,
+# v1.30.0); the ones the operator forces (listen_port, auth_file, the TLS files...) are not there.
+WEBHOOK_ALLOWS = {
+    "max_prepared_statements",
+    "default_pool_size",
+    "max_db_connections",
+    "max_client_conn",
+    "client_tls_sslmode",
+    "server_tls_sslmode",
+    "reserve_pool_size",
+    "min_pool_size",
+    "server_lifetime",
+    "server_login_retry",
+    "query_wait_timeout",
+}
+
+
+def pooler_problems(objects):
+    """What the design promises of a region's Pooler, as a list of what is wrong."""
+    problems = []
+    poolers = [o for o in objects if o["kind"] == "Pooler"]
+    if len(poolers) != 1:
+        return [f"expected one Pooler, found {len(poolers)}"]
+    pooler = poolers[0]
+    spec = pooler["spec"]
+    name = pooler["metadata"]["name"]
+    cluster = spec["cluster"]["name"]
+    if name == cluster:
+        problems.append("the Pooler is named like its Cluster (the webhook refuses it)")
+    if spec.get("type", "rw") != "rw":
+        problems.append("the Pooler is not in front of the read-write service")
+    if spec.get("instances", 1) < 2:
+        problems.append("fewer than two PgBouncer instances")
+    pgbouncer = spec["pgbouncer"]
+    parameters = pgbouncer.get("parameters", {})
+    if pgbouncer.get("poolMode", "session") != "transaction":
+        problems.append("pool mode is not transaction")
+    if int(parameters.get("max_prepared_statements", "0")) <= 0:
+        problems.append("max_prepared_statements is off: the service's prepared statements would fail")
+    if set(parameters) - WEBHOOK_ALLOWS:
+        problems.append(f"parameters the webhook refuses: {sorted(set(parameters) - WEBHOOK_ALLOWS)}")
+    if parameters.get("client_tls_sslmode") not in ("require", "verify-ca", "verify-full"):
+        problems.append("clients may connect without TLS")
+    if float(parameters.get("server_login_retry", "15")) > 2:
+        problems.append("PgBouncer waits too long to reconnect after a failover (server_login_retry)")
+    if parameters.get("server_tls_sslmode") != "verify-full":
+        problems.append("PgBouncer does not verify PostgreSQL's host name")
+    pod = spec.get("template", {}).get("spec", {})
+    zone_spread = [
+        c
+        for c in pod.get("topologySpreadConstraints", [])
+        if c["topologyKey"] == "topology.kubernetes.io/zone"
+        and c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"
+        and c.get("labelSelector", {}).get("matchLabels") == {"cnpg.io/poolerName": name}
+    ]
+    if not zone_spread:
+        problems.append("the instances are not required to spread over zones")
+    pdbs = [
+        o
+        for o in objects
+        if o["kind"] == "PodDisruptionBudget"
+        and o["spec"]["selector"].get("matchLabels") == {"cnpg.io/poolerName": name}
+    ]
+    if not pdbs or pdbs[0]["spec"].get("maxUnavailable", spec.get("instances", 1)) >= spec.get("instances", 1):
+        problems.append("no disruption budget keeping a PgBouncer instance up")
+    return problems
+
+
+def gke_regions(rendered):
+    for env, hosts in rendered.items():
+        for host, objects in hosts.items():
+            yield env, host, objects
+
+
+def test_every_gke_region_has_a_pooler_as_the_design_promises(rendered):
+    for env, host, objects in gke_regions(rendered):
+        assert pooler_problems(objects) == [], (env, host)
+        pooler = one(objects, "Pooler", POOLER_NAME)
+        assert pooler["spec"]["cluster"] == {"name": "hello-db"}
+        container = one_container(pooler)
+        assert "/ghcr/cloudnative-pg/pgbouncer:1.25.1@sha256:" in container["image"], (env, host)
+        assert container["resources"]["requests"] == container["resources"]["limits"]
+
+
+def one_container(pooler):
+    (container,) = pooler["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == "pgbouncer"  # the container CloudNativePG merges the template into
+    return container
+
+
+@pytest.mark.parametrize(
+    "break_it, problem",
+    [
+        (lambda p, o: p["spec"]["template"]["spec"].pop("topologySpreadConstraints"), "spread over zones"),
+        (lambda p, o: o.remove(next(x for x in o if x["kind"] == "PodDisruptionBudget")), "disruption budget"),
+        (lambda p, o: p["spec"].update(instances=1), "fewer than two"),
+        (lambda p, o: p["spec"]["pgbouncer"].update(poolMode="session"), "pool mode"),
+        (lambda p, o: p["spec"]["pgbouncer"]["parameters"].update(max_prepared_statements="0"), "prepared"),
+        (lambda p, o: p["spec"]["pgbouncer"]["parameters"].update(listen_port="6432"), "webhook refuses"),
+        (lambda p, o: p["spec"]["pgbouncer"]["parameters"].pop("client_tls_sslmode"), "without TLS"),
+        (lambda p, o: p["spec"]["pgbouncer"]["parameters"].pop("server_login_retry"), "reconnect"),
+    ],
+)
+def test_the_pooler_policy_fails_without_what_it_checks(rendered, break_it, problem):
+    objects = copy.deepcopy(rendered["staging"]["europe-west1"])
+    break_it(next(o for o in objects if o["kind"] == "Pooler"), objects)
+    assert any(problem in p for p in pooler_problems(objects)), pooler_problems(objects)
+
+
+def test_the_pooler_is_valid_against_the_pinned_crd(rendered, tmp_path):
+    pooler = one(rendered["production"]["europe-west4"], "Pooler")
+    code, output = validate_against_the_pinned_crds(tmp_path, [pooler])
+    assert code == 0 and "0 invalid" in output, output
+    # spec.pgbouncer.poolMode is session or transaction only (the CRD's enum).
+    broken = copy.deepcopy(pooler)
+    broken["spec"]["pgbouncer"]["poolMode"] = "statement"
+    code, output = validate_against_the_pinned_crds(tmp_path, [broken])
+    assert code == 1 and "poolMode" in output, output
+
+
+def test_the_server_certificate_names_the_pooler_and_its_cross_region_alias(rendered):
+    for env, host, objects in gke_regions(rendered):
+        names = one(objects, "Cluster")["spec"]["certificates"]["serverAltDNSNames"]
+        for service in (POOLER_NAME, f"{POOLER_NAME}-primary"):
+            assert f"{service}.hello.svc" in names, (env, host)
+
+
+def test_the_pooler_is_reachable_across_regions_only_with_a_dr_region(rendered):
+    for region in ("europe-west1", "europe-west4"):
+        template = one(rendered["production"][region], "Pooler")["spec"]["serviceTemplate"]
+        assert template["spec"]["type"] == "LoadBalancer"
+        assert template["metadata"]["annotations"]["networking.gke.io/load-balancer-type"] == "Internal"
+        assert template["spec"]["loadBalancerSourceRanges"]
+    assert "serviceTemplate" not in one(rendered["staging"]["europe-west1"], "Pooler")["spec"]
+
+
+def test_the_pooler_metrics_are_scraped_and_admitted(rendered):
+    for env, host, objects in gke_regions(rendered):
+        monitoring = one(objects, "PodMonitoring", POOLER_NAME)
+        assert monitoring["spec"]["selector"] == {"matchLabels": POOLER_PODS}
+        assert monitoring["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+        policy = one(objects, "NetworkPolicy", POOLER_NAME)
+        assert policy["spec"]["podSelector"] == {"matchLabels": POOLER_PODS}
+        admitted = {
+            (
+                p["port"],
+                r["from"][0].get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name"),
+            )
+            for r in policy["spec"]["ingress"]
+            for p in r["ports"]
+        }
+        assert (9127, "gmp-system") in admitted, (env, host)
+
+
+def test_kind_renders_no_pooler(rendered_root):
+    objects = [o for c in COMPONENTS for host in (rendered_root / "kind").iterdir() for o in load_objects(host / c)]
+    assert "Pooler" not in kinds(objects)
+    assert "pooler" not in json.dumps(one(objects, "Cluster")["spec"]["certificates"])

@@ -519,7 +519,10 @@ def policies(objects, vars_):
         "resources": policy_resources(objects),
         "probes and shutdown": policy_probes_and_shutdown(objects),
         "blip tolerance": policy_blip_tolerance(objects),
-        "database url": policy_database_url(objects, "hello-db-app", "uri"),
+        # Through PgBouncer where it runs (hello_db_pooler; roles/postgres writes the key then).
+        "database url": policy_database_url(
+            objects, "hello-db-app", "pooler_uri" if vars_["hello_db_pooler"] else "uri"
+        ),
         "images": policy_images(objects),
         "network": policy_network(
             objects, vars_["hello_db_namespace"], ["35.191.0.0/16", "130.211.0.0/22"], remote_database_cidrs(vars_)

@@ -141,7 +141,8 @@ BUDGET_TASK = "Check that the service's database connections fit in the database
 
 @pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml", "render.yml"])
 def test_a_connection_budget_over_max_connections_is_refused_before_any_cluster_call(ansible, tmp_path, playbook):
-    # Staging's database allows 100: 1 region x 2 slots x 5 pods x 10 + 20 = 120 does not fit.
+    # Staging's database allows 100: without PgBouncer, 1 region x 2 slots x 5 pods x 10 + 20 =
+    # 120 does not fit.
     inventory = copy_inventory("staging", tmp_path)
     code, output = run(
         inventory,
@@ -151,7 +152,7 @@ def test_a_connection_budget_over_max_connections_is_refused_before_any_cluster_
         "-e",
         f"hello_k8s_build_dir={tmp_path}/build",
         "-e",
-        json.dumps({"hello_app_max_replicas": 5}),
+        json.dumps({"hello_app_max_replicas": 5, "hello_db_pooler": False}),
     )
     assert code != 0
     assert (
@@ -181,22 +182,45 @@ def test_a_gateway_without_a_certificate_map_is_refused_before_any_cluster_call(
     assert "Fetch" not in output and "Read the Cluster" not in output and "Render" not in output
 
 
-def test_the_budget_counts_the_pods_of_every_region(ansible, tmp_path):
-    """A DR region's warm standby reaches the same primary: production's two regions count twice."""
-    # One region's pods would fit in 480 (2 x 12 x 10 + 20 = 260); both regions' do not (500).
+@pytest.mark.parametrize(
+    "extra, refusal",
+    [
+        # A DR region's warm standby reaches the same primary: production's two regions count
+        # twice. Without PgBouncer, one region's pods would fit in 480 (2 x 12 x 10 + 20 = 260);
+        # both regions' do not (500).
+        (
+            {"hello_db_max_connections": 480, "hello_db_pooler": False},
+            "The service may open 500 connections to the database's primary, more than its max_connections "
+            "(480): 2 region(s) x 2 slots",
+        ),
+        # Production's pods (480 connections) go through PgBouncer: only its server connections
+        # count against max_connections, (2 instances + 1 surging) x 30 + 20 = 110 > 100.
+        (
+            {"hello_db_pooler_server_connections": 30},
+            "PgBouncer may open 110 connections to the database's primary, more than its max_connections (100): "
+            "(hello_db_pooler_instances (2) + 1 surging during a rollout) x hello_db_pooler_server_connections (30)",
+        ),
+        # The clients count against one instance: one region's 2 x 12 x 10 = 240 would fit in
+        # 300, both regions' 480 do not.
+        (
+            {"hello_db_pooler_max_client_connections": 300},
+            "The service may open 480 connections to PgBouncer, more than one instance accepts "
+            "(hello_db_pooler_max_client_connections, 300), and one instance must take them all while "
+            "another is drained or lost: 2 region(s) x 2 slots",
+        ),
+    ],
+)
+def test_the_budget_counts_every_regions_connections(ansible, tmp_path, extra, refusal):
     code, output = run(
         "inventories/production",
         "render.yml",
         "-e",
         f"hello_k8s_build_dir={tmp_path}/build",
         "-e",
-        "hello_db_max_connections=480",
+        json.dumps(extra),
     )
     assert code != 0
-    assert (
-        "The service may open 500 connections to the database's primary, more than its max_connections (480)" in output
-    )
-    assert "2 region(s) x 2 slots" in output
+    assert refusal in " ".join(output.split())
     assert not (tmp_path / "build").exists()
 
 

@@ -66,6 +66,14 @@ pub struct Settings {
           value_parser = parse_max_connections)]
     pub database_max_connections: u32,
 
+    /// Prepared statements each PostgreSQL connection keeps, by name, for reuse. 0 sends every
+    /// statement unnamed, inside a transaction of its own: for PgBouncer older than 1.21 in
+    /// transaction pooling, which cannot carry named prepared statements from one transaction to
+    /// the next (with 1.21 and later, its max_prepared_statements carries them).
+    #[arg(long, env = "DATABASE_STATEMENT_CACHE_CAPACITY", global = true, default_value = "100",
+          value_parser = parse_statement_cache_capacity)]
+    pub database_statement_cache_capacity: usize,
+
     /// Bound on opening one database connection.
     #[arg(long, env = "DATABASE_CONNECT_TIMEOUT", global = true, default_value = "2s",
           value_parser = duration("DATABASE_CONNECT_TIMEOUT"))]
@@ -329,6 +337,13 @@ fn parse_max_connections(raw: &str) -> Result<u32, String> {
 /// hyper's default buffer (about 400 KiB), which is what the setting lowers.
 const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=65536;
 
+fn parse_statement_cache_capacity(raw: &str) -> Result<usize, String> {
+    raw.parse().map_err(|_| {
+        "DATABASE_STATEMENT_CACHE_CAPACITY must be a whole number, such as 100, or 0 for none"
+            .to_owned()
+    })
+}
+
 fn parse_max_header_bytes(raw: &str) -> Result<usize, String> {
     match raw.parse::<usize>() {
         Ok(n) if MAX_HEADER_BYTES_RANGE.contains(&n) => Ok(n),
@@ -401,6 +416,7 @@ mod tests {
         assert_eq!(s.rust_log, "info");
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.database_max_connections, 10);
+        assert_eq!(s.database_statement_cache_capacity, 100);
         assert_eq!(s.database_connect_timeout, Duration::from_secs(2));
         assert_eq!(s.database_acquire_timeout, Duration::from_secs(2));
         assert_eq!(s.request_timeout, Duration::from_secs(5));
@@ -430,6 +446,8 @@ mod tests {
             "json",
             "--database-max-connections",
             "3",
+            "--database-statement-cache-capacity",
+            "0",
             "--database-connect-timeout",
             "750ms",
             "--database-acquire-timeout",
@@ -460,6 +478,7 @@ mod tests {
         assert_eq!(s.rust_log, "hello=debug,warn");
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.database_max_connections, 3);
+        assert_eq!(s.database_statement_cache_capacity, 0);
         assert_eq!(s.database_connect_timeout, Duration::from_millis(750));
         assert_eq!(s.database_acquire_timeout, Duration::from_secs(1));
         assert_eq!(s.request_timeout, Duration::from_secs(3));
@@ -491,6 +510,11 @@ mod tests {
                 "--database-max-connections",
                 "ten",
                 "DATABASE_MAX_CONNECTIONS",
+            ),
+            (
+                "--database-statement-cache-capacity",
+                "many",
+                "DATABASE_STATEMENT_CACHE_CAPACITY",
             ),
             (
                 "--database-connect-timeout",

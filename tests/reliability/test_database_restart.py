@@ -1,11 +1,18 @@
 """PostgreSQL restarts under write load: nothing acknowledged is lost, the outage is answered
-with 503 within the request timeout, and the same process serves again soon after."""
+with 503 within the request timeout, and the same process serves again soon after; the same
+through PgBouncer in transaction pooling (Debian's 1.18, so the service without a statement
+cache: tests/test_pgbouncer_statements.py), which keeps the service's connections open while its
+own to PostgreSQL break and come back."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
+import pytest
 import requests
+
+from support.pgbouncer import start_pgbouncer
 
 from .load import Answer, Load, timed
 
@@ -17,10 +24,24 @@ OUTAGE_SECONDS = 4
 RECOVERY_BOUND_SECONDS = 10
 
 
-def test_a_database_restart_under_load_loses_no_acknowledged_write(restartable_postgres, hello_service, measurement):
+@pytest.mark.parametrize("through", ["postgres", "pgbouncer"])
+def test_a_database_restart_under_load_loses_no_acknowledged_write(
+    restartable_postgres, hello_binary, hello_service, measurement, request, through
+):
     server = restartable_postgres.server
+    url, settings = server.dsn(), {}
+    if through == "pgbouncer":
+        # Retrying a failed server login after 1s, as roles/postgres's Pooler does (PgBouncer's
+        # default of 15s would hold the service back that long after PostgreSQL returns).
+        bouncer = start_pgbouncer(server, pool_mode="transaction", pool_size=4, server_login_retry="1")
+        request.addfinalizer(bouncer.stop)
+        # The schema straight to PostgreSQL: migrations name their statements.
+        subprocess.run([str(hello_binary), "migrate"], env={"DATABASE_URL": url}, check=True)
+        url = bouncer.dsn("postgres")
+        settings = {"DATABASE_STATEMENT_CACHE_CAPACITY": "0", "MIGRATE_ON_START": "false"}
     service = hello_service(
-        server.dsn(),
+        url,
+        **settings,
         DATABASE_CONNECT_TIMEOUT="1s",
         DATABASE_ACQUIRE_TIMEOUT="1s",
         REQUEST_TIMEOUT=f"{REQUEST_TIMEOUT_SECONDS}s",
@@ -67,7 +88,7 @@ def test_a_database_restart_under_load_loses_no_acknowledged_write(restartable_p
     lost = acknowledged - stored
     assert not lost, f"{len(lost)} acknowledged writes are missing, such as {sorted(lost)[:5]}"
     measurement(
-        f"database restart: {len(answers)} writes, {len(acknowledged)} acknowledged, 0 lost, "
+        f"database restart ({through}): {len(answers)} writes, {len(acknowledged)} acknowledged, 0 lost, "
         f"{len(unavailable)} answered 503 (slowest {slowest:.2f}s), served again {recovery:.2f}s after "
         f"PostgreSQL returned, same PID {service.pid}"
     )

@@ -66,6 +66,7 @@ impl Store {
     /// Commits stay durable (`synchronous` keeps SQLite's default, FULL).
     pub async fn connect(settings: &Settings, lazy: bool) -> Result<Self, DbErr> {
         let failures = Arc::new(ConnectionFailures::default());
+        let statement_cache_capacity = settings.database_statement_cache_capacity;
         let mut options = ConnectOptions::new(settings.database_url.expose());
         options
             .max_connections(settings.database_max_connections)
@@ -73,6 +74,7 @@ impl Store {
             .connect_timeout(settings.database_connect_timeout)
             .acquire_timeout(settings.database_acquire_timeout)
             .test_before_acquire(false)
+            .map_sqlx_postgres_opts(move |pg| pg.statement_cache_capacity(statement_cache_capacity))
             // On PostgreSQL this pool only migrates: the connection it opened closes soon
             // after, so the service holds no more than DATABASE_MAX_CONNECTIONS for long.
             .map_sqlx_postgres_pool_opts(|pool| pool.idle_timeout(MIGRATION_IDLE_TIMEOUT))
@@ -88,6 +90,7 @@ impl Store {
             DatabaseBackend::Postgres => Some(PgConnections::new(
                 settings.database_url.expose(),
                 settings.database_max_connections,
+                statement_cache_capacity,
                 settings.database_connect_timeout,
                 settings.database_acquire_timeout,
             )?),

@@ -50,6 +50,8 @@ pub(super) struct PgConnections {
 #[derive(Debug)]
 struct Inner {
     options: PgConnectOptions,
+    /// No statement cache: statements go unnamed, each in a transaction of its own.
+    unnamed: bool,
     /// Idle connections, the most recently used last (lent first, so the others age out).
     idle: Mutex<Vec<Pooled>>,
     /// One permit per connection that may be open.
@@ -113,19 +115,24 @@ impl Lease<'_> {
 impl PgConnections {
     /// A pool of at most `max_connections` connections to `url`; none is opened before one is
     /// needed.
+    /// With `statement_cache_capacity` 0, each statement is sent unnamed inside a transaction of
+    /// its own (see [`unnamed_query`]).
     pub(super) fn new(
         url: &str,
         max_connections: u32,
+        statement_cache_capacity: usize,
         connect_timeout: Duration,
         acquire_timeout: Duration,
     ) -> Result<Self, DbErr> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|error| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(error))))?
+            .statement_cache_capacity(statement_cache_capacity)
             .disable_statement_logging();
         let permits = usize::try_from(max_connections).unwrap_or(usize::MAX);
         Ok(Self {
             inner: Arc::new(Inner {
                 options,
+                unnamed: statement_cache_capacity == 0,
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(permits.min(Semaphore::MAX_PERMITS)),
                 open: Arc::new(AtomicU32::new(0)),
@@ -141,10 +148,21 @@ impl PgConnections {
         statement: &Statement,
     ) -> Result<Option<QueryResult>, DbErr> {
         let mut lease = self.inner.lend().await?;
-        let row: Option<PgRow> = query(statement)
-            .fetch_optional(lease.connection())
-            .await
-            .map_err(|error| DbErr::Query(RuntimeErr::SqlxError(Arc::new(error))))?;
+        let unnamed = self.inner.unnamed;
+        let connection = lease.connection();
+        let row: Option<PgRow> = async {
+            if !unnamed {
+                return query(statement).fetch_optional(connection).await;
+            }
+            let mut transaction = connection.begin().await?;
+            let row = unnamed_query(statement)
+                .fetch_optional(&mut *transaction)
+                .await?;
+            transaction.commit().await?;
+            Ok(row)
+        }
+        .await
+        .map_err(|error| DbErr::Query(RuntimeErr::SqlxError(Arc::new(error))))?;
         lease.give_back();
         Ok(row.map(QueryResult::from))
     }
@@ -152,10 +170,18 @@ impl PgConnections {
     /// Runs a statement that returns no rows.
     pub(super) async fn execute(&self, statement: &Statement) -> Result<(), DbErr> {
         let mut lease = self.inner.lend().await?;
-        query(statement)
-            .execute(lease.connection())
-            .await
-            .map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error))))?;
+        let unnamed = self.inner.unnamed;
+        let connection = lease.connection();
+        async {
+            if !unnamed {
+                return query(statement).execute(connection).await.map(drop);
+            }
+            let mut transaction = connection.begin().await?;
+            unnamed_query(statement).execute(&mut *transaction).await?;
+            transaction.commit().await
+        }
+        .await
+        .map_err(|error| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error))))?;
         lease.give_back();
         Ok(())
     }
@@ -231,6 +257,18 @@ impl Inner {
             _open: OpenConnection::new(&self.open),
         })
     }
+}
+
+/// The statement unnamed, for connections without a statement cache (`DATABASE_STATEMENT_CACHE_CAPACITY`
+/// 0: PgBouncer before 1.21 in transaction pooling). sqlx-postgres 0.9.0 (`src/connection/executor.rs`,
+/// `prepare`) still names a statement when its cache is off, unless the query is not persistent;
+/// and it parses a statement, waiting for ReadyForQuery, before it binds and executes it. PgBouncer
+/// in transaction pooling hands the server connection to another client at every ReadyForQuery
+/// outside a transaction, so the Bind could reach a server where the statement was never parsed,
+/// or another client's unnamed statement: the callers run it inside BEGIN ... COMMIT, which keeps
+/// the server connection theirs.
+fn unnamed_query(statement: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxValues> {
+    query(statement).persistent(false)
 }
 
 /// The statement SeaORM built, with its values bound as SeaORM's own driver binds them
