@@ -678,6 +678,7 @@ WEBHOOK_ALLOWS = {
     "server_lifetime",
     "server_login_retry",
     "query_wait_timeout",
+    "idle_transaction_timeout",
 }
 
 
@@ -709,6 +710,10 @@ def pooler_problems(objects):
         problems.append("clients may connect without TLS")
     if float(parameters.get("server_login_retry", "15")) > 2:
         problems.append("PgBouncer waits too long to reconnect after a failover (server_login_retry)")
+    # 0 (PgBouncer's default) never frees a server connection held by a client gone silent
+    # mid-transaction; longer than the service's recovery bound (15 s) would outlast it.
+    if not 0 < float(parameters.get("idle_transaction_timeout", "0")) <= 10:
+        problems.append("a client gone silent in a transaction holds its server connection (idle_transaction_timeout)")
     if parameters.get("server_tls_sslmode") != "verify-full":
         problems.append("PgBouncer does not verify PostgreSQL's host name")
     pod = spec.get("template", {}).get("spec", {})
@@ -765,6 +770,7 @@ def one_container(pooler):
         (lambda p, o: p["spec"]["pgbouncer"]["parameters"].update(listen_port="6432"), "webhook refuses"),
         (lambda p, o: p["spec"]["pgbouncer"]["parameters"].pop("client_tls_sslmode"), "without TLS"),
         (lambda p, o: p["spec"]["pgbouncer"]["parameters"].pop("server_login_retry"), "reconnect"),
+        (lambda p, o: p["spec"]["pgbouncer"]["parameters"].pop("idle_transaction_timeout"), "gone silent"),
     ],
 )
 def test_the_pooler_policy_fails_without_what_it_checks(rendered, break_it, problem):
