@@ -10,14 +10,13 @@ unnamed, each inside a transaction of its own, and they work. Production runs Pg
 with max_prepared_statements (roles/postgres), where the cache stays on.
 """
 
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from string import ascii_lowercase
 
 import pytest
 import requests
 
-from support.pgbouncer import start_pgbouncer
+from support.pgbouncer import migrate_directly, start_pgbouncer
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def test_the_statement_cache_setting_decides_whether_transaction_pooling_works(
 ):
     assert pgbouncer.version < (1, 21), "this test needs a PgBouncer without prepared statements"
     # The schema first, straight to PostgreSQL (the migrations are not what is tested here).
-    subprocess.run([str(hello_binary), "migrate"], env={"DATABASE_URL": postgres_database.dsn}, check=True)
+    migrate_directly(hello_binary, postgres_database.dsn)
     service = hello_service(
         pgbouncer.dsn(postgres_database.name),
         MIGRATE_ON_START="false",

@@ -6,13 +6,12 @@ own to PostgreSQL break and come back."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 import requests
 
-from support.pgbouncer import start_pgbouncer
+from support.pgbouncer import SERVICE_SETTINGS, migrate_directly, start_pgbouncer
 
 from .load import Answer, Load, timed
 
@@ -35,10 +34,8 @@ def test_a_database_restart_under_load_loses_no_acknowledged_write(
         # default of 15s would hold the service back that long after PostgreSQL returns).
         bouncer = start_pgbouncer(server, pool_mode="transaction", pool_size=4, server_login_retry="1")
         request.addfinalizer(bouncer.stop)
-        # The schema straight to PostgreSQL: migrations name their statements.
-        subprocess.run([str(hello_binary), "migrate"], env={"DATABASE_URL": url}, check=True)
-        url = bouncer.dsn("postgres")
-        settings = {"DATABASE_STATEMENT_CACHE_CAPACITY": "0", "MIGRATE_ON_START": "false"}
+        migrate_directly(hello_binary, url)
+        url, settings = bouncer.dsn("postgres"), SERVICE_SETTINGS
     service = hello_service(
         url,
         **settings,

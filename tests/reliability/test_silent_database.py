@@ -26,13 +26,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import subprocess
 import time
 
 import pytest
 import requests
 
-from support.pgbouncer import start_pgbouncer
+from support.pgbouncer import SERVICE_SETTINGS, migrate_directly, start_pgbouncer
 
 from .load import Answer, Load, served_again, timed
 
@@ -58,16 +57,10 @@ def _behind_proxy(postgres_database, silencing_proxy, hello_service, bouncer=Non
         proxy = silencing_proxy(postgres_database.server.port)
         url = dataclasses.replace(postgres_database.server, port=proxy.port).dsn(postgres_database.name)
     else:
-        # The schema straight to PostgreSQL: migrations name their statements, which Debian's
-        # PgBouncer 1.18 cannot carry in transaction pooling (tests/test_pgbouncer_statements.py).
-        subprocess.run(
-            [str(hello_binary), "migrate"],
-            env={"DATABASE_URL": postgres_database.server.dsn(postgres_database.name)},
-            check=True,
-        )
+        migrate_directly(hello_binary, postgres_database.dsn)
         proxy = silencing_proxy(bouncer.port)
         url = bouncer.dsn(postgres_database.name).replace(f":{bouncer.port}/", f":{proxy.port}/")
-        settings = {"DATABASE_STATEMENT_CACHE_CAPACITY": "0", "MIGRATE_ON_START": "false"}
+        settings = SERVICE_SETTINGS
     service = hello_service(url, **settings)
     requests.put(service.url("/hello/Seeded"), json={"dateOfBirth": "1980-02-29"}, timeout=10).raise_for_status()
     return proxy, service

@@ -4,7 +4,8 @@ scripts/bootstrap installs it) in front of a test PostgreSQL server, on a free l
 ``start_pgbouncer(server, pool_mode=..., pool_size=...)`` starts it in the foreground (as the
 ``postgres`` user when the tests run as root: PgBouncer refuses to run as root) with the server's
 superuser in its auth file; the caller stops it. ``PgBouncer.dsn(database)`` is the URL through it,
-``PgBouncer.version`` what ``pgbouncer --version`` says.
+``PgBouncer.version`` what ``pgbouncer --version`` says. ``migrate_directly`` and
+``SERVICE_SETTINGS`` put the service behind it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ class PgBouncer:
             self.process.terminate()
             self.process.wait(timeout=10)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# The service's settings behind this PgBouncer in transaction pooling (1.18, before prepared
+# statements there): no statement cache, and no migrations through it (see migrate_directly).
+SERVICE_SETTINGS = {"DATABASE_STATEMENT_CACHE_CAPACITY": "0", "MIGRATE_ON_START": "false"}
+
+
+def migrate_directly(hello_binary, database_url: str) -> None:
+    """Applies the service's migrations straight to PostgreSQL at ``database_url``: they name
+    their statements, which this PgBouncer cannot carry in transaction pooling."""
+    subprocess.run([str(hello_binary), "migrate"], env={"DATABASE_URL": database_url}, check=True)
 
 
 def start_pgbouncer(
