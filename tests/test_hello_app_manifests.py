@@ -114,29 +114,49 @@ def policy_slots(objects):
 
 
 def policy_services(objects):
+    """Users move between slots by HTTPRoute hello's weights, never by a Service's selector: each
+    slot has its own Service selecting only its pods, and no Service hello exists to switch."""
     problems = []
-    live, preview = objects.get(("Service", "hello")), objects.get(("Service", "hello-preview"))
-    if not live or not preview:
-        return ["Services hello and hello-preview are required"]
-    slots = {svc["metadata"]["name"]: svc["spec"]["selector"].get("slot") for svc in (live, preview)}
-    if set(slots.values()) != set(SLOTS):
-        problems.append(f"Service hello and hello-preview must select one slot each, found {slots}")
-    for svc in (live, preview):
-        deployment = objects.get(("Deployment", f"hello-{svc['spec']['selector'].get('slot')}"))
+    if ("Service", "hello") in objects:
+        problems.append("Service hello must not exist: a release switches HTTPRoute hello's weights, not a selector")
+    preview = objects.get(("Service", "hello-preview"))
+    route = objects.get(("HTTPRoute", "hello"))
+    if not preview:
+        problems.append("Service hello-preview is required")
+    elif route:
+        # The preview shows the idle slot: the one users do not reach.
+        live = {b["name"] for rule in route["spec"]["rules"] for b in rule["backendRefs"] if b.get("weight", 1) > 0}
+        if preview["spec"]["selector"].get("slot") not in SLOTS or f"hello-{preview['spec']['selector']['slot']}" in live:
+            problems.append(f"Service hello-preview must select the idle slot, selects {preview['spec']['selector']}")
+    services = [objects.get(("Service", f"hello-{slot}")) for slot in SLOTS]
+    for slot, svc in zip(SLOTS, services, strict=True):
+        if svc is None:
+            problems.append(f"Service hello-{slot} is required")
+            continue
+        deployment = objects.get(("Deployment", f"hello-{slot}"))
+        if svc["spec"]["selector"].get("slot") != slot:
+            problems.append(f"Service hello-{slot} must select slot {slot}, selects {svc['spec']['selector']}")
         if deployment and not selects(svc["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"]):
-            problems.append(f"Service {svc['metadata']['name']} selects no pod of its slot")
-        if [p.get("targetPort") for p in svc["spec"]["ports"]] != ["http"]:
+            problems.append(f"Service hello-{slot} selects no pod of its slot")
+    for svc in [*services, preview]:
+        if svc and [p.get("targetPort") for p in svc["spec"]["ports"]] != ["http"]:
             problems.append(f"Service {svc['metadata']['name']} must target the pods' http port")
     return problems
 
 
 def policy_entry_point(objects):
+    """Gateway hello on GKE's external managed class; HTTPRoute hello sends the API's paths to both
+    slot Services, weighted 100 (the live slot, blue in a first release's layout) and 0, so that
+    both stay attached to the load balancer and health-checked (Gateway API v1.5.1, HTTPBackendRef
+    .weight in the standard CRDs: "If weight is set to 0, no traffic should be forwarded for this
+    entry"; an unset weight is 1); each slot Service has its HealthCheckPolicy on /readyz and
+    GCPBackendPolicy, and the pods the readiness gate GKE's NEG controller feeds from the load
+    balancer's health check (kubernetes/ingress-gce v1.41.1, pkg/neg/types/shared/types.go)."""
     problems = []
     gateway = objects.get(("Gateway", "hello"))
     route = objects.get(("HTTPRoute", "hello"))
-    health = objects.get(("HealthCheckPolicy", "hello"))
-    if not gateway or not route or not health:
-        return ["Gateway, HTTPRoute and HealthCheckPolicy hello are required"]
+    if not gateway or not route:
+        return ["Gateway and HTTPRoute hello are required"]
     if gateway["spec"]["gatewayClassName"] not in (
         "gke-l7-global-external-managed",
         "gke-l7-regional-external-managed",
@@ -155,14 +175,29 @@ def policy_entry_point(objects):
     )
     if matches != [("Exact", "/openapi.json"), ("PathPrefix", "/hello")]:
         problems.append(f"HTTPRoute hello must route only PathPrefix /hello and Exact /openapi.json, found {matches}")
-    backends = [b for rule in route["spec"]["rules"] for b in rule["backendRefs"]]
-    if [(b["name"], b["port"]) for b in backends] != [("hello", 80)]:
-        problems.append("HTTPRoute hello must send everything to Service hello port 80")
+    for rule in route["spec"]["rules"]:
+        weights = {(b["name"], b.get("port")): b.get("weight", 1) for b in rule.get("backendRefs", [])}
+        if weights != {("hello-blue", 80): 100, ("hello-green", 80): 0}:
+            problems.append(
+                f"HTTPRoute hello must send every user to one slot Service (weight 100) and keep the other "
+                f"attached (weight 0), port 80, found {weights}"
+            )
     problems += https_only(objects, gateway, route)
-    target = health["spec"]["targetRef"]
-    http = health["spec"]["default"]["config"].get("httpHealthCheck", {})
-    if (target["kind"], target["name"]) != ("Service", "hello") or http.get("requestPath") != "/readyz":
-        problems.append("HealthCheckPolicy must check /readyz of Service hello's pods")
+    for slot in SLOTS:
+        health = objects.get(("HealthCheckPolicy", f"hello-{slot}"))
+        backend = objects.get(("GCPBackendPolicy", f"hello-{slot}"))
+        if not health or not backend:
+            problems.append(f"HealthCheckPolicy and GCPBackendPolicy hello-{slot} are required")
+            continue
+        target = health["spec"]["targetRef"]
+        http = health["spec"]["default"]["config"].get("httpHealthCheck", {})
+        if (target["kind"], target["name"]) != ("Service", f"hello-{slot}") or http.get("requestPath") != "/readyz":
+            problems.append(f"HealthCheckPolicy hello-{slot} must check /readyz of Service hello-{slot}'s pods")
+        if (backend["spec"]["targetRef"]["kind"], backend["spec"]["targetRef"]["name"]) != ("Service", f"hello-{slot}"):
+            problems.append(f"GCPBackendPolicy hello-{slot} must apply to Service hello-{slot}")
+        gates = objects[("Deployment", f"hello-{slot}")]["spec"]["template"]["spec"].get("readinessGates", [])
+        if {"conditionType": "cloud.google.com/load-balancer-neg-ready"} not in gates:
+            problems.append(f"hello-{slot}'s pods need the load balancer's readiness gate")
     return problems
 
 
@@ -486,7 +521,9 @@ def policy_release_jobs(objects):
     if migrate["spec"]["template"]["spec"]["containers"][0].get("args") != ["migrate"]:
         problems.append("the migration Job must run `hello migrate`")
     targets = {}
-    for job, service in ((pre, "hello-preview"), (post, "hello")):
+    # The post-promotion Job checks inside the cluster the slot just made live (blue in a first
+    # release's layout); the role checks through the Gateway meanwhile (tasks/gateway_probe.yml).
+    for job, service in ((pre, "hello-preview"), (post, "hello-blue")):
         pod = job["spec"]["template"]
         container = pod["spec"]["containers"][0]
         targets[service] = env_of(container)["TARGET"]["value"]
@@ -667,7 +704,37 @@ def _no_limits(o):
 
 
 def _health_check_on_root(o):
-    o[("HealthCheckPolicy", "hello")]["spec"]["default"]["config"]["httpHealthCheck"]["requestPath"] = "/"
+    o[("HealthCheckPolicy", "hello-green")]["spec"]["default"]["config"]["httpHealthCheck"]["requestPath"] = "/"
+
+
+def _switch_by_selector(o):
+    o[("Service", "hello")] = copy.deepcopy(o[("Service", "hello-blue")])
+    o[("Service", "hello")]["metadata"]["name"] = "hello"
+
+
+def _slot_missing_from_the_route(o):
+    o[("HTTPRoute", "hello")]["spec"]["rules"][0]["backendRefs"].pop(1)
+
+
+def _route_splitting_users(o):
+    for backend in o[("HTTPRoute", "hello")]["spec"]["rules"][0]["backendRefs"]:
+        backend["weight"] = 50
+
+
+def _idle_weight_unset(o):
+    del o[("HTTPRoute", "hello")]["spec"]["rules"][0]["backendRefs"][1]["weight"]
+
+
+def _no_readiness_gate(o):
+    del o[("Deployment", "hello-green")]["spec"]["template"]["spec"]["readinessGates"]
+
+
+def _slot_service_selecting_both(o):
+    del o[("Service", "hello-green")]["spec"]["selector"]["slot"]
+
+
+def _no_health_check_for_a_slot(o):
+    del o[("HealthCheckPolicy", "hello-green")]
 
 
 def _route_everything(o):
@@ -706,19 +773,24 @@ def _readiness_slower_than_liveness(o):
 
 
 def _unhealthy_on_two_failures(o):
-    o[("HealthCheckPolicy", "hello")]["spec"]["default"]["unhealthyThreshold"] = 2
+    o[("HealthCheckPolicy", "hello-blue")]["spec"]["default"]["unhealthyThreshold"] = 2
 
 
 def _health_check_timeout_over_interval(o):
-    o[("HealthCheckPolicy", "hello")]["spec"]["default"]["timeoutSec"] = 10
+    o[("HealthCheckPolicy", "hello-blue")]["spec"]["default"]["timeoutSec"] = 10
 
 
 def _health_check_slower_than_liveness(o):
-    o[("HealthCheckPolicy", "hello")]["spec"]["default"]["checkIntervalSec"] = 10
+    o[("HealthCheckPolicy", "hello-blue")]["spec"]["default"]["checkIntervalSec"] = 10
 
 
 def _new_slot_healthy_after_two_checks(o):
-    del o[("HealthCheckPolicy", "hello")]["spec"]["default"]["healthyThreshold"]
+    del o[("HealthCheckPolicy", "hello-blue")]["spec"]["default"]["healthyThreshold"]
+
+
+def _post_check_on_the_old_slot(o):
+    job = o[("Job", next(n for k, n in o if k == "Job" and "check-post" in n))]
+    env_of(job["spec"]["template"]["spec"]["containers"][0])["TARGET"]["value"] = "http://hello-green.hello.svc"
 
 
 def _post_check_retried(o):
@@ -739,6 +811,13 @@ MUTATIONS = [
     ("service account", _token_mounted),
     ("resources", _no_limits),
     ("entry point", _health_check_on_root),
+    ("services", _switch_by_selector),
+    ("services", _slot_service_selecting_both),
+    ("entry point", _slot_missing_from_the_route),
+    ("entry point", _route_splitting_users),
+    ("entry point", _idle_weight_unset),
+    ("entry point", _no_readiness_gate),
+    ("entry point", _no_health_check_for_a_slot),
     ("entry point", _route_everything),
     ("entry point", _route_without_matches),
     ("entry point", _api_over_plain_http),
@@ -746,6 +825,7 @@ MUTATIONS = [
     ("entry point", _no_hsts),
     ("autoscaling and disruption", _pdb_on_both_slots),
     ("release jobs", _post_check_retried),
+    ("release jobs", _post_check_on_the_old_slot),
     ("blip tolerance", _readiness_out_on_one_failure),
     ("blip tolerance", _readiness_slower_than_liveness),
     ("blip tolerance", _unhealthy_on_two_failures),
@@ -763,12 +843,23 @@ def test_a_broken_object_is_caught(ansible, rendered, policy, mutate):
 
 
 @pytest.mark.slow  # a whole playbook run through many tasks
-def test_without_gateway_and_with_a_separate_database_namespace(ansible, tmp_path):
-    """Off GKE (kind) there is no Gateway; a database elsewhere moves the egress rule with it."""
-    overrides = {"hello_app_gateway_enabled": False, "hello_db_namespace": "database", "hello_app_namespace": "hello"}
+def test_off_gke_and_with_a_separate_database_namespace(ansible, tmp_path):
+    """Off GKE (kind: another Gateway implementation) the Gateway and the weighted route render, but
+    not GKE's policies nor its readiness gate, which no controller would set there (a pod would
+    never be Ready); a database elsewhere moves the egress rule with it."""
+    overrides = {"hello_app_gateway_class": "envoy", "hello_db_namespace": "database", "hello_app_namespace": "hello"}
     folder = render(tmp_path, "staging", json.dumps(overrides))
     objects = load_objects(next(folder.glob("*/hello")))
-    assert not [key for key in objects if key[0] in ("Gateway", "HTTPRoute", "HealthCheckPolicy", "GCPBackendPolicy")]
+    assert {key for key in objects if key[0] in ("Gateway", "HTTPRoute")} == {
+        ("Gateway", "hello"),
+        ("HTTPRoute", "hello"),
+        ("HTTPRoute", "hello-https-redirect"),
+    }
+    assert objects[("Gateway", "hello")]["spec"]["gatewayClassName"] == "envoy"
+    assert not [key for key in objects if key[0] in ("HealthCheckPolicy", "GCPBackendPolicy")]
+    for slot in SLOTS:
+        assert "readinessGates" not in objects[("Deployment", f"hello-{slot}")]["spec"]["template"]["spec"]
+    assert not policy_services(objects)
     assert not policy_network(objects, "database", ["35.191.0.0/16", "130.211.0.0/22"])
     assert policy_network(objects, "hello", ["35.191.0.0/16", "130.211.0.0/22"])
     assert objects[("Deployment", "hello-blue")]["metadata"]["namespace"] == "hello"

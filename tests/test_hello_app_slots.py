@@ -1,7 +1,7 @@
 """The blue-green slot logic of roles/hello_app (its filter plugin), as tables of states.
 
-Each state is built the way the role builds it: from k8s_info-shaped Services and Deployments
-through hello_app_slot_state. The last test runs the filters inside a real ansible-playbook,
+Each state is built the way the role builds it: from k8s_info-shaped Services, Deployments and
+HTTPRoutes through hello_app_slot_state. The last test runs the filters inside a real ansible-playbook,
 so the plugin is proven to load from the role.
 """
 
@@ -42,13 +42,25 @@ def deployment(slot, digest, replicas, ready=None):
     }
 
 
+def route(weights, name="hello"):
+    """HTTPRoute `name` with one rule whose backends are {service: weight or None (unset)}."""
+    backends = [
+        {"name": service, "port": 80, **({} if weight is None else {"weight": weight})}
+        for service, weight in weights.items()
+    ]
+    return {"metadata": {"name": name}, "spec": {"rules": [{"backendRefs": backends}]}}
+
+
 def state(live=None, blue=None, green=None):
-    """live: the slot Service hello selects (None: no Service); blue/green: (digest, replicas)."""
-    services = {"resources": [service(slot=live), service("hello-preview", slots.other_slot(live))] if live else []}
+    """live: the slot HTTPRoute hello weighs 100 (None: no route); blue/green: (digest, replicas)."""
+    services = {"resources": [service(f"hello-{slot}", slot) for slot in slots.SLOTS] if live else []}
+    routes = {
+        "resources": [route({f"hello-{slot}": 100 if slot == live else 0 for slot in slots.SLOTS})] if live else []
+    }
     deployments = {
         "resources": [deployment(slot, *spec) for slot, spec in (("blue", blue), ("green", green)) if spec is not None]
     }
-    return slots.slot_state(services, deployments)
+    return slots.slot_state(services, deployments, routes)
 
 
 # (case, state, expected action, live, target, previous, target replicas)
@@ -122,7 +134,7 @@ REFUSED_RELEASES = [
     (
         "live Deployment missing",
         state("green", blue=(OLD, 0)),
-        ["Service hello sends users to green, but Deployment hello-green does not exist"],
+        ["HTTPRoute hello sends users to green, but Deployment hello-green does not exist"],
     ),
 ]
 
@@ -215,9 +227,90 @@ def test_live_service_selecting_no_slot_is_refused():
         slots.slot_state(services, {"resources": []})
 
 
+# (case, Services, HTTPRoutes, live slot, legacy, where the route sends users now): the route's
+# weights are the record; a cluster of the selector model (users reach Service hello, whose
+# selector names the live slot) is legacy until a release retires Service hello.
+LIVE = [
+    ("weights: green 100, blue 0", [], [route({"hello-blue": 0, "hello-green": 100})], "green", False, "green"),
+    ("weights: unset weight counts as 1", [], [route({"hello-blue": None, "hello-green": 0})], "blue", False, "blue"),
+    (
+        "selector model: route to Service hello",
+        [service(slot="green")],
+        [route({"hello": None})],
+        "green",
+        True,
+        "hello",
+    ),
+    (
+        "half-migrated: Service hello still live beside the slots at 0",
+        [service(slot="blue")],
+        [route({"hello-blue": 0, "hello-green": 0, "hello": 100})],
+        "blue",
+        True,
+        "hello",
+    ),
+    (
+        "migrated, Service hello still at 0 (its retirement did not run)",
+        [service(slot="blue")],
+        [route({"hello-blue": 0, "hello-green": 100, "hello": 0})],
+        "green",
+        True,
+        "green",
+    ),
+    ("selector model without a Gateway", [service(slot="blue")], [], "blue", True, "hello"),
+    ("nothing yet", [], [], None, False, None),
+    ("another route only", [], [route({"hello-green": 100}, name="other")], None, False, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "services", "routes", "live", "legacy", "route_live"), LIVE, ids=[row[0] for row in LIVE]
+)
+def test_live_slot_from_the_route(case, services, routes, live, legacy, route_live):
+    current = slots.slot_state({"resources": services}, {"resources": []}, {"resources": routes})
+    assert (current["live"], current["legacy"], current["route_live"]) == (live, legacy, route_live)
+
+
+@pytest.mark.parametrize(
+    ("weights", "fragment"),
+    [
+        ({"hello-blue": 50, "hello-green": 50}, "splits users between Services hello-blue and hello-green"),
+        ({"hello-blue": 0, "hello": 100, "hello-green": 1}, "splits users between Services hello and hello-green"),
+        ({"hello-canary": 100}, "sends users to Service hello-canary, which is not a slot's Service"),
+    ],
+)
+def test_a_route_no_release_leaves_is_refused(weights, fragment):
+    with pytest.raises(AnsibleFilterError, match="kubectl edit httproute hello") as error:
+        slots.slot_state({"resources": []}, {"resources": []}, {"resources": [route(weights)]})
+    assert fragment in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("live", "legacy", "weights"),
+    [
+        ("blue", False, {"hello-blue": 100, "hello-green": 0}),
+        ("green", False, {"hello-blue": 0, "hello-green": 100}),
+        ("green", True, {"hello-blue": 0, "hello-green": 100, "hello": 0}),
+        ("hello", True, {"hello-blue": 0, "hello-green": 0, "hello": 100}),
+    ],
+)
+def test_route_backends_keep_both_slots_attached(live, legacy, weights):
+    backends = slots.route_backends(live, legacy)
+    assert {b["name"]: b["weight"] for b in backends} == weights
+    # What the role renders reads back as the same live slot.
+    rendered = route({b["name"]: b["weight"] for b in backends})
+    read = slots.slot_state({"resources": [service(slot="blue")]}, {"resources": []}, {"resources": [rendered]})
+    assert read["live"] == ("blue" if live == "hello" else live)
+
+
+def test_route_backends_refuse_an_unknown_target():
+    with pytest.raises(AnsibleFilterError, match="'red' is neither a slot"):
+        slots.route_backends("red")
+
+
 def test_state_reads_images_replicas_and_readiness():
     current = slots.slot_state(
-        {"resources": [service(slot="green")]},
+        {"resources": []},
         {
             "resources": [
                 deployment("green", NEW, 3, ready=1),
@@ -225,6 +318,7 @@ def test_state_reads_images_replicas_and_readiness():
                 {"metadata": {"name": "hello-load"}, "spec": {}},
             ]
         },
+        {"resources": [route({"hello-blue": 0, "hello-green": 100})]},
     )
     assert current["live"] == "green"
     assert current["slots"]["green"] == {
