@@ -13,6 +13,7 @@ from collections import defaultdict
 import pytest
 import yaml
 
+from support import REPO
 from support.playbooks import write_play
 
 
@@ -107,6 +108,10 @@ def test_every_gcs_client_uses_the_fake_gcs_server_that_kind_runs(kind_objects):
 KIND_SYSTEM_MILLICPU = 250 + 200 + 100 + 100 + 2 * 100 + 100 + 10
 # A GitHub-hosted 2-vCPU runner; kind's node may be given all of it (kind reserves nothing).
 RUNNER_MILLICPU = 2000
+# Envoy Gateway's shutdown-manager, beside every Envoy: 10m, which no setting changes (envoyproxy/
+# gateway v1.9.0, api/v1alpha1/shared_types.go DefaultShutdownManagerCPUResourceRequests, used by
+# internal/infrastructure/kubernetes/proxy/resource.go).
+ENVOY_SHUTDOWN_MANAGER_MILLICPU = 10
 
 
 def millicpu(quantity) -> int:
@@ -118,10 +123,25 @@ def requested(spec) -> int:
     return sum(millicpu(c.get("resources", {}).get("requests", {}).get("cpu", 0)) for c in spec["containers"])
 
 
+def envoy_gateway_cpu(objects) -> int:
+    """Envoy Gateway's controller (roles/kind_gateway's chart values) and the Envoy pods of the
+    one Gateway (the EnvoyProxy's replicas, each an Envoy and a shutdown-manager)."""
+    (proxy,) = [doc for _, doc in objects if doc["kind"] == "EnvoyProxy"]
+    deployment = proxy["spec"]["provider"]["kubernetes"]["envoyDeployment"]
+    envoy = millicpu(deployment["container"]["resources"]["requests"]["cpu"]) + ENVOY_SHUTDOWN_MANAGER_MILLICPU
+    defaults = yaml.safe_load((REPO / "roles/kind_gateway/defaults/main.yml").read_text())
+    kind_vars = {}
+    for path in (REPO / "inventories/kind").rglob("*.yml"):
+        kind_vars.update(yaml.safe_load(path.read_text()) or {})
+    controller = kind_vars.get("kind_gateway_controller_resources", defaults["kind_gateway_controller_resources"])
+    return millicpu(controller["requests"]["cpu"]) + deployment["replicas"] * envoy
+
+
 def test_the_rehearsal_fits_a_two_vcpu_runner(kind_objects, measurement):
     """At its busiest moments (a release: both slots and a release Job; the drill: the restored
     cluster and a drill Job), every CPU request on kind's one node fits the runner: past it the
-    scheduler leaves pods Pending ("Insufficient cpu")."""
+    scheduler leaves pods Pending ("Insufficient cpu"). Envoy Gateway's controller and the
+    Gateway's Envoy run throughout."""
     by_name = {(doc["kind"], doc["metadata"]["name"]): (name, doc) for name, doc in kind_objects}
     stores = {doc["metadata"]["name"]: doc for _, doc in kind_objects if doc["kind"] == "ObjectStore"}
 
@@ -153,7 +173,8 @@ def test_the_rehearsal_fits_a_two_vcpu_runner(kind_objects, measurement):
             jobs[name.split("/")[0]].append(requested(spec))
     fake_gcs = sum(requested(spec) for name, _, spec in specs if name.startswith("kind/"))
     heartbeat = next(requested(spec) for name, _, spec in specs if name.endswith("heartbeat-cronjob.yml"))
-    always = KIND_SYSTEM_MILLICPU + database + fake_gcs + heartbeat
+    gateway = envoy_gateway_cpu(kind_objects)
+    always = KIND_SYSTEM_MILLICPU + database + fake_gcs + heartbeat + gateway
     phases = {
         "release": always + 2 * live + max(jobs["hello"]),
         "backup": always + live + max(jobs["backups"]),

@@ -26,6 +26,7 @@ TEMPLATE_OWNERS = {
     "backups": "backups",
     "drill": "restore_drill",
     "kind": "kind_gcs",
+    "kind-gateway": "kind_gateway",
     "namespaces": "namespaces",
     "alerting": "alerting",
 }
