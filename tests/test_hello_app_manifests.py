@@ -126,7 +126,10 @@ def policy_services(objects):
     elif route:
         # The preview shows the idle slot: the one users do not reach.
         live = {b["name"] for rule in route["spec"]["rules"] for b in rule["backendRefs"] if b.get("weight", 1) > 0}
-        if preview["spec"]["selector"].get("slot") not in SLOTS or f"hello-{preview['spec']['selector']['slot']}" in live:
+        if (
+            preview["spec"]["selector"].get("slot") not in SLOTS
+            or f"hello-{preview['spec']['selector']['slot']}" in live
+        ):
             problems.append(f"Service hello-preview must select the idle slot, selects {preview['spec']['selector']}")
     services = [objects.get(("Service", f"hello-{slot}")) for slot in SLOTS]
     for slot, svc in zip(SLOTS, services, strict=True):

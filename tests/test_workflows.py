@@ -7,6 +7,7 @@ unbroken copy passing proves every failure below comes from its one change.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -289,15 +290,32 @@ def test_credentials_are_fetched_for_every_cluster_of_the_inventory(staging_tree
     ]
 
 
+# HTTPRoute hello as a release leaves it: every user on green.
+ROUTE = json.dumps(
+    {
+        "spec": {
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"name": "hello-blue", "port": 80, "weight": 0},
+                        {"name": "hello-green", "port": 80, "weight": 100},
+                    ]
+                }
+            ]
+        }
+    }
+)
+
+
 def test_the_summary_shows_the_digest_and_the_slot_each_cluster_serves(staging_tree):
     digest = "sha256:" + "fedcba9876543210" * 4
     context = f"gke_{STAGING_PROJECT}_europe-west1_hello-staging-europe-west1"
     env = fake_tools(
         staging_tree,
         gcloud="exit 0\n",
-        # Answers only the question the summary must ask: Service hello's slot, in that context.
-        kubectl=f"""query="--context {context} --namespace hello get service hello"
-[ "$*" = "$query --output jsonpath={{.spec.selector.slot}}" ] && printf green && exit 0
+        # Answers only the question the summary must ask: HTTPRoute hello's weights, in that context.
+        kubectl=f"""query="--context {context} --namespace hello get httproute hello"
+[ "$*" = "$query --output json" ] && printf '%s' '{ROUTE}' && exit 0
 echo "unexpected: $*" >&2; exit 1
 """,
     )

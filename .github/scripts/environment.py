@@ -5,7 +5,7 @@
                                       (the playbooks address each cluster by its context)
     environment.py summary ENV        print a Markdown job summary: the released digest
                                       ($HELLO_IMAGE_DIGEST) and, for every cluster of ENV,
-                                      the slot its Service `hello` selects
+                                      the slot HTTPRoute `hello` sends users to
 
 The clusters come from `ansible-inventory -i inventories/ENV`; gcloud must be authenticated.
 The live slot is read from each cluster, the only record of it.
@@ -101,33 +101,38 @@ def credentials(environment: str) -> str:
     return f"kubeconfig contexts written for every cluster of {environment}"
 
 
+def route_live_slot(route: dict) -> str | None:
+    """The slot whose Service an HTTPRoute's backends weigh above 0 (Gateway API: an unset weight
+    is 1), when exactly one does; None otherwise."""
+    live = {
+        backend["name"]
+        for rule in route.get("spec", {}).get("rules", [])
+        for backend in rule.get("backendRefs", [])
+        if backend.get("weight", 1) > 0
+    }
+    if len(live) == 1 and (name := live.pop()) in ("hello-blue", "hello-green"):
+        return name.removeprefix("hello-")
+    return None
+
+
 def live_slot(cluster: dict) -> str:
-    """The slot the Service `hello` selects in one cluster, or why it could not be read."""
+    """The slot HTTPRoute `hello` sends users to in one cluster (its weights are the record of
+    the live slot), or why it could not be read."""
     reason = fetch_credentials(cluster)
     if reason is not None:
         return f"unknown (no credentials: {reason})"
     context = f"gke_{cluster.get('gcp_project')}_{cluster.get('gke_region')}_{cluster.get('gke_cluster_name')}"
     namespace = cluster.get(SERVICE_NAMESPACE_VARIABLE, DEFAULT_NAMESPACE)
-    selector = subprocess.run(
-        [
-            "kubectl",
-            "--context",
-            context,
-            "--namespace",
-            namespace,
-            "get",
-            "service",
-            "hello",
-            "--output",
-            "jsonpath={.spec.selector.slot}",
-        ],
+    route = subprocess.run(
+        ["kubectl", "--context", context, "--namespace", namespace, "get", "httproute", "hello", "--output", "json"],
         capture_output=True,
         text=True,
         check=False,
     )
-    if selector.returncode != 0 or not selector.stdout.strip():
-        return f"unknown ({selector.stderr.strip() or 'Service hello selects no slot'})"
-    return selector.stdout.strip()
+    if route.returncode != 0:
+        return f"unknown ({route.stderr.strip() or 'HTTPRoute hello could not be read'})"
+    slot = route_live_slot(json.loads(route.stdout))
+    return slot or "unknown (HTTPRoute hello does not send every user to one slot's Service)"
 
 
 def summary(environment: str) -> str:
