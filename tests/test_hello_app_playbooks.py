@@ -61,10 +61,10 @@ def test_a_wrong_type_is_refused_by_the_argument_spec(ansible, tmp_path):
         "-e",
         f"hello_image_digest={DIGEST}",
         "-e",
-        json.dumps({"hello_app_gateway_class": "nginx"}),
+        json.dumps({"hello_app_zone_spread": "Sometimes"}),
     )
     assert code != 0
-    assert "hello_app_gateway_class must be one of: gke-l7-global-external-managed" in output
+    assert "hello_app_zone_spread must be one of: DoNotSchedule, ScheduleAnyway" in output
 
 
 @pytest.mark.parametrize("playbook", ["deploy.yml", "rollback.yml"])
@@ -95,7 +95,7 @@ def test_a_cluster_that_does_not_answer_is_refused_before_the_release(ansible, t
     ("playbook", "stop"),
     [
         ("deploy.yml", None),
-        ("rollback.yml", "Nothing to roll back: Service hello does not exist"),
+        ("rollback.yml", "Nothing to roll back: HTTPRoute hello sends users nowhere"),
     ],
 )
 @pytest.mark.slow  # a whole playbook run through many tasks
