@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from support import REPO
 from support.playbooks import ansible
 from support.render import render
 
@@ -866,3 +867,22 @@ def test_off_gke_and_with_a_separate_database_namespace(ansible, tmp_path):
     assert not policy_network(objects, "database", ["35.191.0.0/16", "130.211.0.0/22"])
     assert policy_network(objects, "hello", ["35.191.0.0/16", "130.211.0.0/22"])
     assert objects[("Deployment", "hello-blue")]["metadata"]["namespace"] == "hello"
+
+
+def test_the_post_promotion_check_goes_through_the_gateway():
+    """After the switch, users' path is checked: the post-promotion block runs the probe through
+    Gateway hello's address with the route's host name (tasks/gateway_probe.yml) beside the
+    in-cluster Job, and any failure there switches users back (the block's rescue).
+    tests/test_release_switch.py runs it; this keeps the wiring from being dropped unnoticed."""
+    tasks = yaml.safe_load((REPO / "roles/hello_app/tasks/release.yml").read_text())
+    (check,) = [t for t in tasks if t["name"].startswith("Check what users reach")]
+    steps = [step for inner in check["block"] for step in inner.get("block", [])]
+    probes = [s for s in steps if s.get("ansible.builtin.include_tasks") == "gateway_probe.yml"]
+    assert probes and probes[0].get("when") == "not ansible_check_mode"
+    assert any(s.get("ansible.builtin.include_tasks") == "switch.yml" for s in check["rescue"])
+    probe_tasks = yaml.safe_load((REPO / "roles/hello_app/tasks/gateway_probe.yml").read_text())
+    assert probe_tasks[0]["ansible.builtin.include_tasks"] == "gateway_address.yml"
+    (probe,) = [t["hello_app_probe"] for t in probe_tasks if "hello_app_probe" in t]
+    assert "__hello_app_gateway_address" in probe["address"]
+    assert "hello_app_hostnames" in probe["hostname"]
+    assert probe["scheme"] == "{{ 'https' if hello_app_gateway_certificate_map else 'http' }}"

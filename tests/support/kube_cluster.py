@@ -27,6 +27,7 @@ import itertools
 import json
 import re
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -63,6 +64,14 @@ RESOURCE_PATH = re.compile(
     r"/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
     r"(?:/namespaces/(?P<namespace>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?"
 )
+
+
+def version_rank(version):
+    """Orders API versions as Kubernetes prefers them: GA over beta over alpha, then by number."""
+    match = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if not match:
+        return (-1, 0, 0)
+    return ({"alpha": 0, "beta": 1, None: 2}[match[2]], int(match[1]), int(match[3] or 0))
 
 
 def crds_of(*paths):
@@ -174,18 +183,25 @@ class ClusterApi:
             return {"major": "1", "minor": minor, "gitVersion": f"v{self.version}.0"}
         if path == "/api":
             return {"kind": "APIVersions", "versions": ["v1"]}
-        groups = sorted({gv for gv, _ in self.kinds if "/" in gv})
+        groups = {}
+        for gv in sorted({gv for gv, _ in self.kinds if "/" in gv}):
+            groups.setdefault(gv.split("/")[0], []).append(gv.split("/")[1])
         if path == "/apis":
+            # One entry per group with every version it serves, the stable one preferred (a group
+            # listed once per version would hide all but one of them from a client).
             return {
                 "kind": "APIGroupList",
                 "apiVersion": "v1",
                 "groups": [
                     {
-                        "name": gv.split("/")[0],
-                        "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
-                        "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]},
+                        "name": group,
+                        "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
+                        "preferredVersion": {
+                            "groupVersion": f"{group}/{max(versions, key=version_rank)}",
+                            "version": max(versions, key=version_rank),
+                        },
                     }
-                    for gv in groups
+                    for group, versions in sorted(groups.items())
                 ],
             }
         gv = path.removeprefix("/api/").removeprefix("/apis/")
@@ -219,7 +235,7 @@ class ClusterApi:
     def handle(self, method, raw_path, content_type, body):
         """(code, content type, body bytes) of one request."""
         path, _, query_text = raw_path.partition("?")
-        query = dict(p.split("=", 1) for p in query_text.split("&") if "=" in p)
+        query = dict(urllib.parse.parse_qsl(query_text))
         if method == "GET" and path in ("/version", "/api", "/apis"):
             return self.json(self.discovery(path))
         parts = path.strip("/").split("/")
