@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from support.net import free_port
 from support.playbooks import ansible
 from support.tls import server_certificate
 
@@ -64,26 +65,27 @@ class Gateway:
         self.server.server_close()
 
 
-def probe(tmp_path, **args):
-    """Runs the module as a playbook's task does (the role's library, the configured strategy);
-    returns (whether the task failed, its result)."""
-    arguments = {"path": "/hello/releasecheck", "expect_body": "Hello, releasecheck!", "interval_seconds": 0.1, **args}
-    result_file = tmp_path / "result.json"
-    playbook = tmp_path / "probe.yml"
-    play = {
-        "name": "Probe",
-        "hosts": "localhost",
-        "gather_facts": False,
-        "tasks": [
-            {"name": "Probe", "hello_app_probe": arguments, "register": "probed", "ignore_errors": True},
-            {
-                "name": "Keep the result",
-                "ansible.builtin.copy": {"content": "{{ probed | to_json }}", "dest": str(result_file), "mode": "0600"},
+def probe_all(tmp_path, cases):
+    """Runs the module once per case ({name: arguments}) in one playbook, as a playbook's task runs
+    it (the role's library, the configured strategy, locally with the Python that runs Ansible,
+    as group_vars/all sets for the inventories' hosts); {name: (whether it failed, its result)}."""
+    tasks = []
+    for name, args in cases.items():
+        arguments = {"path": "/hello/releasecheck", "expect_body": "Hello, releasecheck!", "interval_seconds": 0.1}
+        tasks.append({"name": name, "hello_app_probe": {**arguments, **args}, "register": name, "ignore_errors": True})
+    results = tmp_path / "results.json"
+    tasks.append(
+        {
+            "name": "Keep the results",
+            "ansible.builtin.copy": {
+                "content": "{{ {" + ", ".join(f"'{n}': {n}" for n in cases) + "} | to_json }}",
+                "dest": str(results),
+                "mode": "0600",
             },
-        ],
-    }
-    playbook.write_text(json.dumps([play]))
-    # As the inventories' hosts run: locally, with the Python that runs Ansible (group_vars/all).
+        }
+    )
+    playbook = tmp_path / "probe.yml"
+    playbook.write_text(json.dumps([{"name": "Probe", "hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
     run = ansible(
         "ansible-playbook",
         "-i",
@@ -96,30 +98,62 @@ def probe(tmp_path, **args):
         env={"ANSIBLE_LIBRARY": LIBRARY},
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    probed = json.loads(result_file.read_text())
-    return bool(probed.get("failed")), probed
+    return {name: (bool(result.get("failed")), result) for name, result in json.loads(results.read_text()).items()}
 
 
-@pytest.fixture
-def gateway():
-    server = Gateway()
-    yield server
-    server.close()
+@pytest.fixture(scope="module")
+def probed(ansible, tmp_path_factory):
+    """Every case in one run: (gateway or server, failed, result) by case."""
+    tmp_path = tmp_path_factory.mktemp("probe")
+    certificate = server_certificate(HOST)
+    (tmp_path / "ca.pem").write_bytes(certificate.ca)
+    healthy, failing_once, tls = Gateway(), Gateway(), Gateway(certificate, tmp_path)
+    failing_once.fail_at = {5}
+    ca = str(tmp_path / "ca.pem")
+    cases = {
+        "healthy": (healthy, {"address": healthy.address, "hostname": HOST, "window_seconds": 1}),
+        "one_failure": (failing_once, {"address": failing_once.address, "hostname": HOST, "window_seconds": 2}),
+        "no_greeting": (
+            healthy,
+            {"address": healthy.address, "window_seconds": 0.2, "expect_body": "Hello, someoneelse!"},
+        ),
+        "no_answer": (None, {"address": f"127.0.0.1:{free_port()}", "window_seconds": 0.2, "timeout_seconds": 1}),
+        "https": (
+            tls,
+            {"address": tls.address, "scheme": "https", "hostname": HOST, "ca_path": ca, "window_seconds": 0.5},
+        ),
+        "https_other_name": (
+            tls,
+            {
+                "address": tls.address,
+                "scheme": "https",
+                "hostname": "other.example.com",
+                "ca_path": ca,
+                "window_seconds": 0.2,
+            },
+        ),
+    }
+    try:
+        results = probe_all(tmp_path, {name: args for name, (_, args) in cases.items()})
+        yield {name: (server, *results[name]) for name, (server, _) in cases.items()}
+    finally:
+        for server in (healthy, failing_once, tls):
+            server.close()
 
 
-def test_a_healthy_path_passes_with_the_host_name(ansible, gateway, tmp_path):
-    failed, result = probe(tmp_path, address=gateway.address, hostname=HOST, window_seconds=1)
+def test_a_healthy_path_passes_with_the_host_name(probed):
+    gateway, failed, result = probed["healthy"]
     assert not failed, result
     assert result["failures"] == 0
     assert result["requests"] >= 5
-    assert set(gateway.hosts) == {HOST}
-    assert len(gateway.hosts) == result["requests"]
+    # Every request asked for the route's host name (the healthy server also serves one other case,
+    # which sends its address's host).
+    assert gateway.hosts.count(HOST) == result["requests"]
 
 
-def test_one_failed_request_fails_the_check(ansible, gateway, tmp_path):
+def test_one_failed_request_fails_the_check(probed):
     """Any failure counts: a single 502 among many good answers fails the window."""
-    gateway.fail_at = {5}
-    failed, result = probe(tmp_path, address=gateway.address, hostname=HOST, window_seconds=2)
+    gateway, failed, result = probed["one_failure"]
     assert failed
     assert result["failures"] == 1
     assert result["requests"] > 10
@@ -127,47 +161,25 @@ def test_one_failed_request_fails_the_check(ansible, gateway, tmp_path):
     assert f"of {result['requests']} requests to http://{HOST} through {gateway.address} failed" in result["msg"]
 
 
-def test_an_answer_without_the_greeting_fails(ansible, gateway, tmp_path):
-    failed, result = probe(tmp_path, address=gateway.address, window_seconds=0.2, expect_body="Hello, someoneelse!")
+def test_an_answer_without_the_greeting_fails(probed):
+    _, failed, result = probed["no_greeting"]
     assert failed
     assert "without 'Hello, someoneelse!'" in result["failure_lines"][0]
 
 
-def test_no_answer_fails(ansible, gateway, tmp_path):
-    address = gateway.address
-    gateway.close()
-    failed, result = probe(tmp_path, address=address, window_seconds=0.2, timeout_seconds=1)
+def test_no_answer_fails(probed):
+    _, failed, result = probed["no_answer"]
     assert failed
     assert "no answer: ConnectionRefusedError" in result["failure_lines"][0]
 
 
-def test_https_asks_for_and_verifies_the_host_name(ansible, tmp_path):
+def test_https_asks_for_and_verifies_the_host_name(probed):
     """Over HTTPS the probe connects to the address, sends the host name in the handshake and
     verifies the certificate against it: a certificate for the host name only passes, and the
     same server fails when the probe is given another name."""
-    certificate = server_certificate(HOST)
-    (tmp_path / "ca.pem").write_bytes(certificate.ca)
-    server = Gateway(certificate, tmp_path)
-    try:
-        failed, result = probe(
-            tmp_path,
-            address=server.address,
-            scheme="https",
-            hostname=HOST,
-            ca_path=str(tmp_path / "ca.pem"),
-            window_seconds=0.5,
-        )
-        assert not failed, result
-        assert set(server.tls_names) == {HOST}
-        failed, result = probe(
-            tmp_path,
-            address=server.address,
-            scheme="https",
-            hostname="other.example.com",
-            ca_path=str(tmp_path / "ca.pem"),
-            window_seconds=0.2,
-        )
-        assert failed
-        assert "CERTIFICATE_VERIFY_FAILED" in result["failure_lines"][0]
-    finally:
-        server.close()
+    server, failed, result = probed["https"]
+    assert not failed, result
+    assert HOST in server.tls_names
+    _, failed, result = probed["https_other_name"]
+    assert failed
+    assert "CERTIFICATE_VERIFY_FAILED" in result["failure_lines"][0]
