@@ -11,7 +11,7 @@ from diagrams.gcp.network import LoadBalancing
 from diagrams.gcp.security import Iam
 from diagrams.gcp.storage import Storage
 from diagrams.k8s.compute import Cronjob, Deploy, Job
-from diagrams.k8s.network import SVC
+from diagrams.k8s.network import SVC, Ing
 from diagrams.onprem.ci import GithubActions
 from diagrams.onprem.client import Users
 from diagrams.onprem.database import Postgresql
@@ -70,7 +70,9 @@ def build() -> Diagram:
             gateway = LoadBalancing("GKE Gateway / LB", nodeid="gateway")
             with Cluster("regional GKE cluster A (zones a, b, c)"):
                 gke_a = KubernetesEngine("GKE", nodeid="gke_a")
-                live = SVC("Service hello\nselector slot=<live>", nodeid="svc_live")
+                route = Ing("HTTPRoute hello\n(weights: live 100, idle 0)", nodeid="route")
+                svc_blue = SVC("Service hello-blue", nodeid="svc_blue")
+                svc_green = SVC("Service hello-green", nodeid="svc_green")
                 preview = SVC("Service hello-preview", nodeid="svc_preview")
                 with Cluster("blue-green slots (3 zones, PDB, HPA)"):
                     blue = Deploy("hello-blue\n(live)", nodeid="blue")
@@ -100,8 +102,11 @@ def build() -> Diagram:
                 nodeid="drill",
             )
 
-        consumer >> Edge(label="HTTPS", **REQUEST) >> gateway >> Edge(**REQUEST) >> live
-        live >> Edge(**REQUEST) >> blue
+        consumer >> Edge(label="HTTPS", **REQUEST) >> gateway >> Edge(**REQUEST) >> route
+        # Both slot Services are always the route's backends (attached to the load balancer and
+        # health-checked); the weights say which one users reach.
+        route >> Edge(label="weight 100 (live)", **REQUEST) >> svc_blue >> Edge(**REQUEST) >> blue
+        route >> Edge(label="weight 0 (idle)", style="dashed", **REQUEST) >> svc_green >> Edge(**REQUEST) >> green
         preview >> Edge(label="smoke test", **REQUEST) >> green
         [blue, green] >> Edge(**REQUEST) >> rw >> Edge(**REQUEST) >> primary
         primary >> Edge(label="synchronous\nstreaming", **REPLICATION) >> [standby_b, standby_c]
