@@ -204,9 +204,18 @@ def namespaces_without_default_deny(objects: list[dict]) -> list[str]:
     return sorted(namespaces - denied)
 
 
+# Namespaces the platform configures but whose pods a third-party chart runs, on kind only: Envoy
+# Gateway's (roles/kind_gateway), where the rehearsal renders the EnvoyProxy its controller reads.
+# Its flows (the controller to the API server, Envoy to the controller's xDS port, the node port)
+# are the chart's, and a policy for them could only be proven on kind itself; the GKE
+# environments have no such namespace (the load balancer is Google's).
+THIRD_PARTY_ON_KIND = {"envoy-gateway-system"}
+
+
 def test_every_namespace_of_the_platform_denies_by_default(regions):
     for region, objects in regions.items():
-        assert not namespaces_without_default_deny(objects), region
+        exempt = THIRD_PARTY_ON_KIND if region.startswith("kind/") else set()
+        assert set(namespaces_without_default_deny(objects)) <= exempt, region
 
 
 def test_a_namespace_without_its_default_deny_is_caught(regions):
