@@ -182,6 +182,26 @@ def test_a_gateway_without_a_certificate_map_is_refused_before_any_cluster_call(
     assert "Fetch" not in output and "Read the Cluster" not in output and "Render" not in output
 
 
+def test_https_without_host_names_is_refused_before_any_cluster_call(ansible, tmp_path):
+    """A certificate is served and verified for a name: the post-promotion check could never pass."""
+    code, output = run(
+        "inventories/production",
+        "deploy.yml",
+        "-e",
+        f"hello_image_digest={DIGEST}",
+        "-e",
+        "hello_confirm_environment=production",
+        "-e",
+        json.dumps({"hello_app_hostnames": []}),
+    )
+    assert code != 0
+    assert (
+        "production serves HTTPS with the certificate map hello-production, but hello_app_hostnames is empty" in output
+    )
+    assert "inventories/production/group_vars/all/hello_app.yml to the names the map" in output
+    assert "Fetch" not in output and "Read the Cluster" not in output
+
+
 @pytest.mark.parametrize(
     "extra, refusal",
     [
