@@ -151,7 +151,8 @@ impl Store {
             let db = &self.db;
             let find = find(username.as_str());
             let find = &find;
-            self.retry_once_if_broken(|| async move { find.clone().one(db).await })
+            // Boxed, as in `save_birthday`: SeaORM's future would size every GET's future.
+            self.retry_once_if_broken(|| Box::pin(find.clone().one(db)))
                 .await?
         };
         Ok(user.map(|user| DateOfBirth::from_stored(user.date_of_birth)))
