@@ -29,7 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Notify, OwnedSemaphorePermit, Semaphore, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
     time::Instant,
 };
 use tower::ServiceExt as _;
@@ -125,10 +125,20 @@ async fn serve_connection(
         .max_buf_size(limits.max_header_bytes.max(HYPER_MINIMUM_BUFFER_BYTES));
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
+    // One timer per connection, set again only when it fires: then at the connection's deadline
+    // when that is near, else a check period ahead. Every deadline a connection gets (a request
+    // head's first byte, an answer sent) is at least a check period after the moment it gets
+    // it, so the timer never fires late, and requests cost no timer of their own. Re-arming it
+    // on every change of the connection's state woke the connection's task from within itself
+    // three times per request, and each such wake-up also woke another worker thread of the
+    // runtime to look for work (docs/service.md).
+    let check_period = limits.header_read_timeout.min(limits.idle_timeout);
+    let timer = tokio::time::sleep_until(activity.deadline(&limits).unwrap_or_else(Instant::now));
+    tokio::pin!(timer);
     let mut shutting_down = false;
     loop {
-        let deadline = activity.deadline(&limits);
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
@@ -144,26 +154,25 @@ async fn serve_connection(
                     break;
                 }
             }
-            () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                if activity.deadline(&limits).is_some_and(|due| due <= Instant::now()) {
-                    tracing::debug!("connection closed: no complete request head in time");
-                    break;
+            () = timer.as_mut() => {
+                let now = Instant::now();
+                let next_check = now + check_period;
+                match activity.deadline(&limits) {
+                    Some(due) if due <= now => {
+                        tracing::debug!("connection closed: no complete request head in time");
+                        break;
+                    }
+                    Some(due) => timer.as_mut().reset(due.min(next_check)),
+                    None => timer.as_mut().reset(next_check),
                 }
             }
-            () = activity.changed.notified() => {}
         }
     }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400)
 }
 
 /// What a connection is doing, as far as its timeouts care.
 struct Activity {
     state: Mutex<State>,
-    /// Woken when the state changes, so the connection's deadline is computed again.
-    changed: Notify,
 }
 
 struct State {
@@ -186,7 +195,6 @@ impl Activity {
                 idle_since: Instant::now(),
                 answered_any: false,
             }),
-            changed: Notify::new(),
         }
     }
 
@@ -218,8 +226,6 @@ impl Activity {
         let mut state = self.state();
         if state.answering == 0 && state.head_started.is_none() {
             state.head_started = Some(Instant::now());
-            drop(state);
-            self.changed.notify_one();
         }
     }
 
@@ -229,7 +235,6 @@ impl Activity {
             state.answering += 1;
             state.head_started = None;
         }
-        self.changed.notify_one();
         Answering(Arc::clone(self))
     }
 }
@@ -239,13 +244,10 @@ struct Answering(Arc<Activity>);
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        {
-            let mut state = self.0.state();
-            state.answering = state.answering.saturating_sub(1);
-            state.idle_since = Instant::now();
-            state.answered_any = true;
-        }
-        self.0.changed.notify_one();
+        let mut state = self.0.state();
+        state.answering = state.answering.saturating_sub(1);
+        state.idle_since = Instant::now();
+        state.answered_any = true;
     }
 }
 

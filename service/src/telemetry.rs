@@ -2,13 +2,20 @@
 //! deployments) or text, on stdout. Each request is logged once, as it is answered
 //! ([`log_answered`]); every line logged while serving a request names its id.
 
-use std::{io::IsTerminal, time::Duration};
+mod request_line;
+
+use std::{
+    io::IsTerminal,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use axum::{
     extract::MatchedPath,
-    http::{HeaderValue, Method, StatusCode},
+    http::{HeaderName, HeaderValue, Method, StatusCode},
 };
 
+use tracing::Level;
 use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::LogFormat;
@@ -34,7 +41,8 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
                     .with_current_span(false)
                     .with_span_list(true),
             )
-            .try_init()?,
+            .try_init()
+            .map(|()| JSON_REQUEST_LINES.store(true, Ordering::Relaxed))?,
         // Colours only for a person at a terminal, never into files or log collectors.
         LogFormat::Text => registry
             .with(fmt::layer().with_ansi(std::io::stdout().is_terminal()))
@@ -43,8 +51,14 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), TelemetryError> {
     Ok(())
 }
 
-/// The request-id header, echoed to the caller and logged with every line of a request.
-pub const X_REQUEST_ID: &str = "x-request-id";
+/// Whether [`log_answered`] writes its JSON line itself ([`request_line`]) rather than through
+/// tracing: set once JSON logging is set up.
+static JSON_REQUEST_LINES: AtomicBool = AtomicBool::new(false);
+
+/// The request-id header, echoed to the caller and logged with every line of a request. A
+/// `HeaderName` made once: given as text, the name was parsed and checked at each of its uses,
+/// three per request.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
     /// The id of the request being served on this task, set by [`serving`].
@@ -73,6 +87,9 @@ pub async fn serving<F: Future>(id: HeaderValue, serving: F) -> F::Output {
 /// it opens, entered and left on every poll) was most of a sixth of the service's instructions
 /// per GET (docs/service.md). Lines logged while serving the request name the same id through
 /// [`CurrentRequestId`].
+///
+/// With JSON logs the line is written by hand ([`request_line`]), the same line as tracing's,
+/// when RUST_LOG lets this module log at `info`; every other line goes through tracing.
 pub fn log_answered(
     method: &Method,
     route: Option<&MatchedPath>,
@@ -80,12 +97,29 @@ pub fn log_answered(
     elapsed: Duration,
     id: &HeaderValue,
 ) {
+    let answered = request_line::Answered {
+        method: method.as_str(),
+        route: route.map_or("unmatched", MatchedPath::as_str),
+        status: status.as_u16(),
+        latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        request_id: id.to_str().unwrap_or_default(),
+    };
+    if JSON_REQUEST_LINES.load(Ordering::Relaxed) {
+        if tracing::enabled!(Level::INFO) {
+            request_line::write(&answered);
+        }
+    } else {
+        log_through_tracing(&answered);
+    }
+}
+
+fn log_through_tracing(answered: &request_line::Answered<'_>) {
     tracing::info!(
-        method = method.as_str(),
-        route = route.map_or("unmatched", MatchedPath::as_str),
-        status = status.as_u16(),
-        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        request_id = id.to_str().unwrap_or_default(),
+        method = answered.method,
+        route = answered.route,
+        status = answered.status,
+        latency_us = answered.latency_us,
+        request_id = answered.request_id,
         "request"
     );
 }

@@ -6,13 +6,10 @@ mod health;
 mod hello;
 mod operations;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use axum::{
-    Extension, Router,
+    Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderMap, HeaderValue, Method, Uri},
     middleware::{self, Next},
@@ -68,17 +65,15 @@ pub fn metrics_router(state: AppState) -> Router {
 
 /// The whole application, ready to serve.
 pub fn router(state: AppState) -> Router {
-    let (routes, document) = api_routes().split_for_parts();
     let request_timeout = state.request_timeout;
-    routes
+    Router::from(api_routes())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             // Outermost first.
             ServiceBuilder::new()
                 .layer(middleware::from_fn_with_state(request_timeout, around))
-                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-                .layer(Extension(Arc::new(document))),
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
         .with_state(state)
 }
@@ -114,7 +109,7 @@ async fn around(State(limit): State<Duration>, mut request: Request, next: Next)
 /// and `-_.:`, else a new UUID. The id is echoed and logged with every line of the request, and
 /// must not let a caller write long or misleading text there.
 fn request_id(headers: &HeaderMap) -> HeaderValue {
-    let mut ids = headers.get_all(X_REQUEST_ID).iter();
+    let mut ids = headers.get_all(&X_REQUEST_ID).iter();
     match (ids.next(), ids.next()) {
         (Some(id), None) if is_safe_request_id(id.as_bytes()) => id.clone(),
         _ => {

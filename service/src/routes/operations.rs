@@ -1,8 +1,8 @@
 //! `GET /metrics` (on its own port) and `GET /openapi.json`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use axum::{Extension, Json, extract::State, http::header, response::IntoResponse};
+use axum::{Json, extract::State, http::header, response::IntoResponse};
 use utoipa::openapi::OpenApi;
 
 use crate::{metrics, state::AppState};
@@ -21,6 +21,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// This document: the OpenAPI 3 description of the API, generated from the code.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object)))]
-pub async fn openapi(Extension(document): Extension<Arc<OpenApi>>) -> Json<Arc<OpenApi>> {
-    Json(document)
+pub async fn openapi() -> Json<Arc<OpenApi>> {
+    Json(Arc::clone(&DOCUMENT))
 }
+
+/// Made on first use, for this route only: as an extension layered over the router, the
+/// document was cloned into every request's extensions.
+static DOCUMENT: LazyLock<Arc<OpenApi>> = LazyLock::new(|| Arc::new(super::openapi()));

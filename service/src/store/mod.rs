@@ -130,7 +130,11 @@ impl Store {
         }
         let db = &self.db;
         self.retry_once_if_broken(|| {
-            upsert(username.as_str(), date_of_birth.date(), now).exec_without_returning(db)
+            // Boxed: SeaORM's future for a statement on its generic connection is several KiB,
+            // which every PUT's future, PostgreSQL's included, would otherwise carry and move.
+            Box::pin(
+                upsert(username.as_str(), date_of_birth.date(), now).exec_without_returning(db),
+            )
         })
         .await?;
         Ok(())
@@ -147,7 +151,8 @@ impl Store {
             let db = &self.db;
             let find = find(username.as_str());
             let find = &find;
-            self.retry_once_if_broken(|| async move { find.clone().one(db).await })
+            // Boxed, as in `save_birthday`: SeaORM's future would size every GET's future.
+            self.retry_once_if_broken(|| Box::pin(find.clone().one(db)))
                 .await?
         };
         Ok(user.map(|user| DateOfBirth::from_stored(user.date_of_birth)))
@@ -163,7 +168,12 @@ impl Store {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, DbErr>>,
     {
-        match self.bounded(operation()).await {
+        // Bound to a name first: a future awaited in the `match` itself would live to the
+        // match's end, and the second attempt's future would be laid out beside it instead of
+        // in its place, doubling the size of every request's future (each is moved, and copied
+        // into a box, several times per request).
+        let first = self.bounded(operation()).await;
+        match first {
             Err(error) if is_broken_connection(&error) => {
                 self.failures.record();
                 if let Some(postgres) = &self.postgres {

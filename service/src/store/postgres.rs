@@ -232,7 +232,10 @@ impl Inner {
         };
         let pooled = match reused {
             Some(pooled) => pooled,
-            None => self.open_connection().await?,
+            // Boxed: opening a connection (TCP, TLS, start-up) is a future of several KiB
+            // that every statement's future would otherwise carry, and move, for nothing
+            // once the pool is warm.
+            None => Box::pin(self.open_connection()).await?,
         };
         Ok(Lease {
             pool: self,
