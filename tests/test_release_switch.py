@@ -262,3 +262,14 @@ def test_pods_the_load_balancer_did_not_report_healthy_keep_users_where_they_are
     assert "Users were not moved" in output
     assert set(answers) == {200}
     assert original() == {"hello-blue": 0, "hello-green": 0, "hello": 100}
+
+
+def test_a_check_run_of_the_release_changes_nothing(region):
+    """--check shows the release without making it: nothing is written, users stay where they are."""
+    api, run = region
+    before = {key: json.dumps(obj, sort_keys=True) for key, obj in api.objects.items()}
+    code, output, answers = run("deploy.yml", "-e", f"hello_image_digest={NEW}", "--check")
+    assert code == 0, output
+    assert set(answers) == {200}
+    assert routes(api) == []
+    assert {key: json.dumps(obj, sort_keys=True) for key, obj in api.objects.items()} == before
