@@ -8,13 +8,10 @@ certificate map): the probe must connect to the address yet ask for, and verify,
 """
 
 import json
-import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support.net import free_port
+from support.net import HttpServer, free_port
 from support.playbooks import ansible
 from support.tls import server_certificate
 
@@ -22,47 +19,20 @@ HOST = "hello.example.com"
 LIBRARY = "roles/hello_app/library"
 
 
-class Gateway:
+class Gateway(HttpServer):
     """A server answering GET /hello/releasecheck, recording each request's Host header and the
     name each TLS handshake asked for; the requests whose numbers are in ``fail_at`` (from 1) are
     answered 502, as a load balancer without a healthy backend answers."""
 
-    def __init__(self, certificate=None, tmp_path=None):
+    def __init__(self, certificate=None):
         self.hosts, self.tls_names, self.fail_at = [], [], set()
-        gateway = self
+        super().__init__(self.respond, certificate, self.tls_names.append)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                gateway.hosts.append(self.headers.get("Host"))
-                if len(gateway.hosts) in gateway.fail_at:
-                    body, status = b"no healthy upstream", 502
-                else:
-                    body, status = (
-                        json.dumps({"message": "Hello, releasecheck! Your birthday is in 3 days"}).encode(),
-                        200,
-                    )
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if certificate:
-            (tmp_path / "cert.pem").write_bytes(certificate.certificate)
-            (tmp_path / "key.pem").write_bytes(certificate.key)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-            context.sni_callback = lambda sock, name, ctx: gateway.tls_names.append(name)
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def respond(self, request):
+        self.hosts.append(request.headers.get("Host"))
+        if len(self.hosts) in self.fail_at:
+            return 502, b"no healthy upstream"
+        return 200, json.dumps({"message": "Hello, releasecheck! Your birthday is in 3 days"}).encode()
 
 
 def probe_all(tmp_path, cases):
@@ -107,7 +77,7 @@ def probed(ansible, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("probe")
     certificate = server_certificate(HOST)
     (tmp_path / "ca.pem").write_bytes(certificate.ca)
-    healthy, failing_once, tls = Gateway(), Gateway(), Gateway(certificate, tmp_path)
+    healthy, failing_once, tls = Gateway(), Gateway(), Gateway(certificate)
     failing_once.fail_at = {5}
     ca = str(tmp_path / "ca.pem")
     cases = {

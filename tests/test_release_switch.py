@@ -144,9 +144,7 @@ def region(ansible, tmp_path):
     assert crd_dir, "HELLO_CRD_DIR names the pinned CRDs' folder (docs/testing.md)"
     certificate = server_certificate(HOST)
     (tmp_path / "ca.pem").write_bytes(certificate.ca)
-    api = ReleaseCluster(
-        crds_of(REPO / "k8s/gke-crds", crd_dir), certificate=certificate, tmp_path=tmp_path, job_logs=dict(JOB_LOGS)
-    )
+    api = ReleaseCluster(crds_of(REPO / "k8s/gke-crds", crd_dir), certificate=certificate, job_logs=dict(JOB_LOGS))
     selector_model(api)
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"europe-west1": CONTEXT}, {"europe-west1": api})
     bin_dir = fake_gcloud(tmp_path / "bin", tmp_path / "gcloud-calls.jsonl")

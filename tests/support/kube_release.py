@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import ssl
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from support.kube_cluster import ClusterApi
+from support.net import HttpServer
 
 NEG_CONDITION = "cloud.google.com/load-balancer-neg-ready"
 
@@ -46,12 +44,12 @@ def selects(selector, labels):
 
 
 class ReleaseCluster(ClusterApi):
-    def __init__(self, crds=(), *, certificate=None, tmp_path=None, job_logs=None, **kwargs):
+    def __init__(self, crds=(), *, certificate=None, job_logs=None, **kwargs):
         self.timeline = []
         self.job_logs = job_logs or {}
         self.logs = {}
         super().__init__(crds, **kwargs)
-        self.balancer = LoadBalancer(self, certificate, tmp_path)
+        self.balancer = LoadBalancer(self, certificate)
 
     # --- the controllers ----------------------------------------------------------------------
 
@@ -149,7 +147,7 @@ class ReleaseCluster(ClusterApi):
         labels = {**template["metadata"].get("labels", {}), "test/owner": owner}
         conditions = [{"type": "Ready", "status": "True"}]
         if any(g.get("conditionType") == NEG_CONDITION for g in template["spec"].get("readinessGates", [])):
-            backends = {b for b, weight in self.route_weights().items()}
+            backends = set(self.route_weights())
             in_neg = [
                 svc
                 for (gv, plural, ns, svc), obj in self.objects.items()
@@ -234,8 +232,9 @@ class ReleaseCluster(ClusterApi):
         """(status, body) of one request through the load balancer, as it is routed now."""
         with self.lock:
             live = [name for name, weight in self.route_weights().items() if weight > 0]
-            if len(live) == 1 and self.serving_pods(live[0]):
-                pod = self.serving_pods(live[0])[0]
+            serving = self.serving_pods(live[0]) if len(live) == 1 else []
+            if serving:
+                pod = serving[0]
                 image = self.objects[("v1", "pods", "hello", pod)]["spec"]["containers"][0]["image"]
                 return 200, json.dumps({"message": "Hello, releasecheck! Happy birthday!", "served_by": image})
             return 502, "no healthy upstream"
@@ -245,36 +244,16 @@ class ReleaseCluster(ClusterApi):
         super().close()
 
 
-class LoadBalancer:
-    """The Gateway's load balancer on loopback, over HTTPS with ``certificate`` when given."""
+class LoadBalancer(HttpServer):
+    """The Gateway's load balancer on loopback, over HTTPS with ``certificate`` when given; counts
+    its answers by status."""
 
-    def __init__(self, cluster, certificate=None, tmp_path=None):
+    def __init__(self, cluster, certificate=None):
         self.answers = Counter()
-        balancer = self
+        self.cluster = cluster
+        super().__init__(self.respond, certificate)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                status, body = cluster.answer()
-                balancer.answers[status] += 1
-                payload = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if certificate is not None:
-            (tmp_path / "lb-cert.pem").write_bytes(certificate.certificate)
-            (tmp_path / "lb-key.pem").write_bytes(certificate.key)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(tmp_path / "lb-cert.pem", tmp_path / "lb-key.pem")
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    def respond(self, _request):
+        status, body = self.cluster.answer()
+        self.answers[status] += 1
+        return status, body.encode()

@@ -1,12 +1,17 @@
-"""Loopback networking for tests: free ports, waiting for a listener, and a TCP proxy that
-injects faults into the bytes it forwards (interrupted and corrupted uploads and downloads).
+"""Loopback networking for tests: free ports, waiting for a listener, an HTTP(S) server that
+answers GETs through a function, and a TCP proxy that injects faults into the bytes it forwards
+(interrupted and corrupted uploads and downloads).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
+import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -34,6 +39,44 @@ def shut_down(*sockets: socket.socket, how: int = socket.SHUT_RDWR) -> None:
             sock.shutdown(how)
         except OSError:
             pass
+
+
+class HttpServer:
+    """An HTTP server on a free loopback port that answers every GET with ``respond(request)`` ->
+    (status, body bytes), ``request`` being the BaseHTTPRequestHandler. Over TLS with
+    ``certificate`` (a support.tls.ServerCertificate) when given, calling ``on_tls_name`` with the
+    name each handshake asks for (SNI)."""
+
+    def __init__(self, respond, certificate=None, on_tls_name=None):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                status, body = respond(self)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if certificate is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            with tempfile.TemporaryDirectory() as folder:
+                cert, key = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+                cert.write_bytes(certificate.certificate)
+                key.write_bytes(certificate.key)
+                context.load_cert_chain(cert, key)
+            if on_tls_name is not None:
+                context.sni_callback = lambda sock, name, ctx: on_tls_name(name)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.address = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class FaultyProxy(threading.Thread):
