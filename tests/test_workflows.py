@@ -241,8 +241,12 @@ def fake_tools(tree: Path, **scripts: str) -> dict:
 
 @pytest.fixture
 def staging_tree(record_tree):
-    """record_tree with the real staging inventory and the virtualenv (for ansible-inventory)."""
+    """record_tree with the real staging inventory, the virtualenv (for ansible-inventory) and the
+    release's reading of the live slot (roles/hello_app's filter, which the summary uses)."""
     shutil.copytree(REPO / "inventories/staging", record_tree / "inventories/staging")
+    plugins = record_tree / "roles/hello_app/filter_plugins"
+    plugins.mkdir(parents=True)
+    shutil.copy2(REPO / "roles/hello_app/filter_plugins/hello_app_slots.py", plugins)
     (record_tree / ".venv").symlink_to(REPO / ".venv")
     return record_tree
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import importlib.util
 import re
 import subprocess
 import sys
@@ -101,17 +102,23 @@ def credentials(environment: str) -> str:
     return f"kubeconfig contexts written for every cluster of {environment}"
 
 
+# The release's own reading of HTTPRoute hello (roles/hello_app), so that the summary and the
+# playbooks agree on which slot is live.
+SLOT_LOGIC = ROOT / "roles" / "hello_app" / "filter_plugins" / "hello_app_slots.py"
+
+
 def route_live_slot(route: dict) -> str | None:
-    """The slot whose Service an HTTPRoute's backends weigh above 0 (Gateway API: an unset weight
-    is 1), when exactly one does; None otherwise."""
-    live = {
-        backend["name"]
-        for rule in route.get("spec", {}).get("rules", [])
-        for backend in rule.get("backendRefs", [])
-        if backend.get("weight", 1) > 0
-    }
-    if len(live) == 1 and (name := live.pop()) in ("hello-blue", "hello-green"):
-        return name.removeprefix("hello-")
+    """The slot whose Service an HTTPRoute's backends weigh above 0, when exactly one does (the
+    filter hello_app_slots.route_live_backend reads it); None otherwise."""
+    spec = importlib.util.spec_from_file_location("hello_app_slots", SLOT_LOGIC)
+    slots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(slots)
+    try:
+        backend = slots.route_live_backend({"resources": [{"metadata": {"name": "hello"}, **route}]})
+    except slots.AnsibleFilterError:
+        return None
+    if backend in ("hello-blue", "hello-green"):
+        return backend.removeprefix("hello-")
     return None
 
 
