@@ -147,9 +147,9 @@ def route_backends(live, legacy=False, service_name="hello"):
     forwarded for this entry" (HTTPBackendRef.weight in the standard CRDs)."""
     if live not in (*SLOTS, service_name):
         raise AnsibleFilterError(f"'{live}' is neither a slot ({', '.join(SLOTS)}) nor Service {service_name}")
-    backends = [{"name": f"hello-{slot}", "slot": slot, "weight": 100 if live == slot else 0} for slot in SLOTS]
+    backends = [{"name": f"hello-{slot}", "weight": 100 if live == slot else 0} for slot in SLOTS]
     if legacy or live == service_name:
-        backends.append({"name": service_name, "slot": None, "weight": 100 if live == service_name else 0})
+        backends.append({"name": service_name, "weight": 100 if live == service_name else 0})
     return backends
 
 
