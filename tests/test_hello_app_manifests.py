@@ -11,6 +11,7 @@ can fail.
 import copy
 import functools
 import json
+import os
 import re
 from pathlib import Path
 
@@ -886,3 +887,18 @@ def test_the_post_promotion_check_goes_through_the_gateway():
     assert "__hello_app_gateway_address" in probe["address"]
     assert "hello_app_hostnames" in probe["hostname"]
     assert probe["scheme"] == "{{ 'https' if hello_app_gateway_certificate_map else 'http' }}"
+
+
+def test_the_weight_rules_relied_on_are_the_gateway_apis():
+    """The switch relies on two rules of HTTPBackendRef.weight, read from the pinned Gateway API
+    v1.5.1 standard CRDs (HELLO_CRD_DIR): weight 0 forwards nothing (the idle slot stays a backend
+    without traffic) and an unset weight is 1 (so the slot logic counts it as live)."""
+    crds = yaml.safe_load_all((Path(os.environ["HELLO_CRD_DIR"]) / "gateway-api-1.5.1-standard.yaml").read_text())
+    (route,) = [c for c in crds if c and c["metadata"]["name"] == "httproutes.gateway.networking.k8s.io"]
+    (v1,) = [v for v in route["spec"]["versions"] if v["name"] == "v1"]
+    rule = v1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rules"]["items"]
+    weight = rule["properties"]["backendRefs"]["items"]["properties"]["weight"]
+    text = " ".join(weight["description"].split())
+    assert "If weight is set to 0, no traffic should be forwarded for this entry." in text
+    assert "If unspecified, weight defaults to 1." in text
+    assert weight.get("default") == 1 and weight["minimum"] == 0
