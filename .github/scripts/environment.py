@@ -13,9 +13,9 @@ The live slot is read from each cluster, the only record of it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import importlib.util
 import re
 import subprocess
 import sys
