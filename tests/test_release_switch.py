@@ -32,6 +32,9 @@ from support.kube_cluster import crds_of
 from support.kube_release import ReleaseCluster
 from support.tls import server_certificate
 
+# Whole release runs, several per test: left out of `scripts/test fast`.
+pytestmark = pytest.mark.slow
+
 CONTEXT = "gke_hello-platform-staging_europe-west1_hello-staging-europe-west1"
 HOST = "hello.staging.example.com"
 REPOSITORY = "europe-docker.pkg.dev/hello-platform-staging/hello/hello"
